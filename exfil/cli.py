@@ -1,0 +1,175 @@
+"""Turn a script's UPPER_CASE constants into command-line flags, and report errors in one line.
+
+Every top-level script keeps its tunables as constants at the top, each with a trailing comment:
+
+    EPOCHS = 20          # passes over the training set
+    RULE = "domain"      # labelling rule: domain | time | hosts
+
+`configure(globals())` builds an argparse parser from them (`--epochs 5`, `--rule time`), takes the
+help text from the trailing comment, coerces values to the constant's type, rejects unknown flags,
+and writes the parsed values back into the script's globals. Editing the constant and passing the
+flag therefore do the same thing.
+
+`run(main)` is the script entry point: a `UserError` (bad input the user can fix) becomes one
+line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+_CONSTANT_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]*)?=.*?#\s*(.+)$")
+
+
+class UserError(Exception):
+    """A problem with the user's input or files: reported in one line, exit code 2."""
+
+
+def _comments(source_file: str | None) -> dict[str, str]:
+    """Map each top-level constant to the trailing comment on its line (its help text)."""
+    if not source_file or not Path(source_file).is_file():
+        return {}
+    found: dict[str, str] = {}
+    for line in Path(source_file).read_text(encoding="utf-8").splitlines():
+        match = _CONSTANT_LINE.match(line)
+        if match and match.group(1) not in found:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def _element_type(name: str, value: Sequence, annotations: dict[str, Any]) -> type:
+    if value:
+        return type(value[0])
+    hint = str(annotations.get(name, ""))
+    for candidate in (int, float):
+        if f"[{candidate.__name__}]" in hint:
+            return candidate
+    return str
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class _ListAction(argparse.Action):
+    """`--flag a b` and `--flag a --flag b` both give [a, b]; the constant's default is replaced."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        seen = getattr(namespace, "_lists_seen", set())
+        current = list(getattr(namespace, self.dest)) if self.dest in seen else []
+        seen.add(self.dest)
+        namespace._lists_seen = seen
+        setattr(namespace, self.dest, current + list(values))
+
+
+def constants(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The script's tunable constants: UPPER_CASE names bound to plain values."""
+    plain = (bool, int, float, str, list, tuple, type(None))
+    return {
+        name: value
+        for name, value in namespace.items()
+        if re.fullmatch(r"[A-Z][A-Z0-9_]*", name) and isinstance(value, plain)
+    }
+
+
+def configure(
+    namespace: dict[str, Any],
+    argv: Sequence[str] | None = None,
+    *,
+    positional: str | None = None,
+    choices: dict[str, Sequence[Any]] | None = None,
+) -> dict[str, Any]:
+    """Parse flags for every constant in `namespace`, update it in place, return the config.
+
+    `positional` names one list constant filled by positional arguments (e.g. CAPTURES).
+    `choices` restricts a constant to a set of values (checked for list elements too).
+    The returned dict maps lower-case names to resolved values, ready to print and save.
+    """
+    choices = choices or {}
+    tunables = constants(namespace)
+    helps = _comments(namespace.get("__file__"))
+    annotations = namespace.get("__annotations__", {})
+    doc = (namespace.get("__doc__") or "").strip()
+    parser = argparse.ArgumentParser(
+        description=doc.splitlines()[0] if doc else None,
+        epilog="\n".join(doc.splitlines()[1:]).strip() or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    for name, default in tunables.items():
+        text = helps.get(name, "")
+        text = f"{text} (default: {default!r})" if text else f"default: {default!r}"
+        kwargs: dict[str, Any] = {"default": default, "help": text, "dest": name}
+        if name in choices:
+            kwargs["choices"] = list(choices[name])
+        if isinstance(default, bool):
+            kwargs["type"] = _parse_bool
+            kwargs["nargs"] = "?"
+            kwargs["const"] = True
+            kwargs["metavar"] = "BOOL"
+        elif isinstance(default, (list, tuple)):
+            kwargs["type"] = _element_type(name, default, annotations)
+            kwargs["nargs"] = "*"
+            if name != positional:
+                kwargs["action"] = _ListAction
+        elif default is not None:
+            kwargs["type"] = type(default)
+        if name == positional:
+            kwargs.pop("dest")
+            parser.add_argument(name.lower(), **kwargs)
+            continue
+        parser.add_argument("--" + name.lower().replace("_", "-"), **kwargs)
+        if isinstance(default, bool):
+            parser.add_argument(
+                "--no-" + name.lower().replace("_", "-"),
+                dest=name,
+                action="store_false",
+                help=argparse.SUPPRESS,
+            )
+    parsed = vars(parser.parse_args(argv))
+    parsed.pop("_lists_seen", None)
+    if positional:
+        parsed[positional] = parsed.pop(positional.lower())
+    config = {}
+    for name in tunables:
+        value = parsed[name]
+        if isinstance(tunables[name], tuple):
+            value = tuple(value)
+        namespace[name] = value
+        config[name.lower()] = value
+    return config
+
+
+def format_config(config: dict[str, Any]) -> str:
+    """One line per setting, for the log and for a saved `config.json` beside outputs."""
+    width = max((len(key) for key in config), default=0)
+    return "\n".join(f"  {key:<{width}} = {json.dumps(value)}" for key, value in config.items())
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Call `main`, turning user errors into one line on stderr and exit code 2."""
+    prog = Path(sys.argv[0]).name
+    try:
+        code = main()
+    except UserError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
+        where = f": {error.filename}" if getattr(error, "filename", None) else ""
+        print(f"{prog}: error: {error.strerror or error}{where}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
