@@ -190,13 +190,15 @@ def rdata_https(
 def read_name(message: bytes, offset: int) -> tuple[bytes, int]:
     """Decode a possibly compressed name at `offset`; return (dotted bytes, offset after it).
 
-    Bounded: at most MAX_POINTER_HOPS pointers, pointers must point backwards, labels <= 63,
+    Bounded: at most MAX_POINTER_HOPS pointers, each pointing before every byte read so far
+    (so no loop is possible), labels <= 63,
     the decoded name <= 255 wire bytes. Anything else raises DnsError with a reason tag.
     """
     labels: list[bytes] = []
     wire_length = 1
     end = None
     hops = 0
+    lowest = offset
     size = len(message)
     while True:
         if offset >= size:
@@ -210,9 +212,9 @@ def read_name(message: bytes, offset: int) -> tuple[bytes, int]:
             if end is None:
                 end = offset + 2
             hops += 1
-            if hops > MAX_POINTER_HOPS or target >= offset:
+            if hops > MAX_POINTER_HOPS or target >= lowest:
                 raise DnsError("pointer-loop" if target < size else "pointer-out-of-range")
-            offset = target
+            offset = lowest = target
             continue
         if kind:
             raise DnsError("bad-label-type")
