@@ -1,0 +1,235 @@
+"""Group malicious packets into per-domain alerts: what a SOC analyst acts on.
+
+A per-packet score answers "is this query odd?"; the analyst's question is "is data leaving, to
+where, from whom, how much?". Alerts group flagged packets by registered domain (public-suffix
+aware, from the list shipped with the `publicsuffixlist` package: no network at run time) and
+keep running sums only, so they work on a stream: memory grows with the number of flagged
+domains, not packets, and a rolling window forgets domains not seen for a while (live mode).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from publicsuffixlist import PublicSuffixList
+
+MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
+MAX_TRACKED_CLIENTS = 256
+EXAMPLES = 3
+
+_SUFFIXES = PublicSuffixList()
+
+
+@lru_cache(maxsize=1 << 16)
+def _registered_tail(tail: str) -> str:
+    return _SUFFIXES.privatesuffix(tail) or tail
+
+
+def registered_domain(qname: str) -> str:
+    """`x1f.data.evil.co.uk` -> `evil.co.uk`; names without a public suffix map to themselves.
+
+    Only the last five labels can matter to any public-suffix rule, so they key the cache and the
+    per-name cost on attacker names (all unique) stays a dictionary hit.
+    """
+    name = qname.rstrip(".").lower()
+    labels = name.split(".")
+    return _registered_tail(".".join(labels[-5:])) if name else "."
+
+
+_ENCODINGS = (  # (characters an encoding may use, bits each character carries), smallest first
+    (frozenset("0123456789abcdef"), 4.0),
+    (frozenset("abcdefghijklmnopqrstuvwxyz234567"), 5.0),
+    (frozenset("abcdefghijklmnopqrstuvwxyz0123456789"), math.log2(36)),
+    (frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=-_"), 6.0),
+)
+
+
+def _alphabet_bits(alphabet: set[str]) -> float:
+    """Bits per name character, from the smallest common encoding that covers what was seen.
+
+    Case-folded first unless both cases appear (DNS is case-insensitive; base64 is not).
+    """
+    mixed_case = any(c.isupper() for c in alphabet) and any(c.islower() for c in alphabet)
+    seen = set(alphabet) if mixed_case else {c.lower() for c in alphabet}
+    for characters, bits in _ENCODINGS:
+        if seen <= characters:
+            return bits
+    return 8.0
+
+
+def name_signals(qname: str) -> dict[str, float]:
+    """The human-readable signals an analyst checks first on one name."""
+    labels = qname.split(".")
+    chars = qname.replace(".", "")
+    counts = np.bincount(np.frombuffer(chars.encode("latin-1", "replace"), np.uint8), minlength=256)
+    probabilities = counts[counts > 0] / max(len(chars), 1)
+    return {
+        "length": float(len(qname)),
+        "labels": float(len(labels)),
+        "longest_label": float(max((len(label) for label in labels), default=0)),
+        "digits": sum(c.isdigit() for c in chars) / max(len(chars), 1),
+        "uppercase": sum(c.isupper() for c in chars) / max(len(chars), 1),
+        "entropy": float(-(probabilities * np.log2(probabilities)).sum()),
+    }
+
+
+@dataclass
+class DomainAlert:
+    """Running sums for one registered domain."""
+
+    domain: str
+    first_seen: float
+    last_seen: float
+    queries: int = 0
+    name_bytes: int = 0
+    data_chars: int = 0
+    score_sum: float = 0.0
+    names: set[str] = field(default_factory=set)
+    names_overflow: bool = False
+    clients: set[str] = field(default_factory=set)
+    examples: list[str] = field(default_factory=list)
+    alphabet: set[str] = field(default_factory=set)
+    signal_sums: dict[str, float] = field(default_factory=dict)
+    unigram_sum: np.ndarray | None = None
+
+    def add(self, qname: str, client: str, when: float, score: float) -> None:
+        self.queries += 1
+        self.first_seen = min(self.first_seen, when)
+        self.last_seen = max(self.last_seen, when)
+        self.score_sum += score
+        if qname not in self.names:
+            if len(self.names) < MAX_TRACKED_NAMES:
+                self.names.add(qname)
+            else:
+                self.names_overflow = True
+            self.name_bytes += len(qname)
+            payload = qname[: max(len(qname) - len(self.domain) - 1, 0)].replace(".", "")
+            self.data_chars += len(payload)
+            if len(self.alphabet) < 256:
+                self.alphabet.update(payload)
+            for key, value in name_signals(qname).items():
+                self.signal_sums[key] = self.signal_sums.get(key, 0.0) + value
+        if len(self.clients) < MAX_TRACKED_CLIENTS:
+            self.clients.add(client)
+        if len(self.examples) < EXAMPLES and qname not in self.examples:
+            self.examples.append(qname)
+
+    def summary(self, benign_unigram_mean: np.ndarray | None) -> dict:
+        unique = len(self.names)
+        signals = {k: round(v / max(unique, 1), 3) for k, v in self.signal_sums.items()}
+        estimated = int(self.data_chars * _alphabet_bits(self.alphabet) / 8)
+        why = [
+            f"mean name length {signals.get('length', 0):.0f}",
+            f"{signals.get('labels', 0):.1f} labels, longest {signals.get('longest_label', 0):.0f}",
+            f"entropy {signals.get('entropy', 0):.2f} bits/char",
+            f"digits {signals.get('digits', 0):.0%}, uppercase {signals.get('uppercase', 0):.0%}",
+            f"{unique}{'+' if self.names_overflow else ''} unique names of {self.queries} queries",
+        ]
+        if self.unigram_sum is not None and benign_unigram_mean is not None:
+            excess = self.unigram_sum / max(self.queries, 1) - benign_unigram_mean
+            top = np.argsort(excess)[::-1][:5]
+            shown = ", ".join(repr(chr(b)) if 32 < b < 127 else f"0x{b:02x}" for b in top)
+            why.append(f"bytes most over-represented vs benign traffic: {shown}")
+        return {
+            "domain": self.domain,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "queries": self.queries,
+            "unique_names": unique,
+            "unique_names_is_floor": self.names_overflow,
+            "name_bytes": self.name_bytes,
+            "estimated_bytes_exfiltrated": estimated,
+            "clients": sorted(self.clients),
+            "mean_score": round(self.score_sum / max(self.queries, 1), 4),
+            "examples": self.examples,
+            "signals": signals,
+            "why": why,
+        }
+
+
+class AlertBook:
+    """Per-domain alerts, updated batch by batch; optional rolling window for live traffic.
+
+    A domain becomes an alert once it has `min_queries` flagged packets; `update` returns the
+    domains that crossed that line in this batch, so live mode can print them at once.
+    """
+
+    def __init__(self, min_queries: int = 3, window_seconds: float | None = None) -> None:
+        self.min_queries = min_queries
+        self.window_seconds = window_seconds
+        self.domains: OrderedDict[str, DomainAlert] = OrderedDict()
+        self._benign_sum: np.ndarray | None = None
+        self._benign_count = 0
+
+    def update(
+        self,
+        qnames: list[str],
+        clients: list[str],
+        times: np.ndarray,
+        scores: np.ndarray,
+        malicious: np.ndarray,
+        unigrams: np.ndarray | None = None,
+    ) -> list[str]:
+        """Add one batch (parallel arrays); return domains newly raised as alerts."""
+        raised = []
+        flagged = np.flatnonzero(malicious)
+        if unigrams is not None:
+            benign = ~malicious.astype(bool)
+            batch_sum = unigrams[benign].sum(axis=0, dtype=np.float64)
+            self._benign_sum = (
+                batch_sum if self._benign_sum is None else self._benign_sum + batch_sum
+            )
+            self._benign_count += int(benign.sum())
+        for i in flagged:
+            domain = registered_domain(qnames[i])
+            alert = self.domains.get(domain)
+            if alert is None:
+                alert = self.domains[domain] = DomainAlert(domain, float(times[i]), float(times[i]))
+            before = alert.queries
+            alert.add(qnames[i], clients[i], float(times[i]), float(scores[i]))
+            self.domains.move_to_end(domain)
+            if unigrams is not None:
+                row = unigrams[i].astype(np.float64)
+                alert.unigram_sum = row if alert.unigram_sum is None else alert.unigram_sum + row
+            if before < self.min_queries <= alert.queries:
+                raised.append(domain)
+        if self.window_seconds is not None and len(times):
+            self._forget_before(float(np.max(times)) - self.window_seconds)
+        return raised
+
+    def _forget_before(self, cutoff: float) -> None:
+        while self.domains:
+            oldest = next(iter(self.domains.values()))
+            if oldest.last_seen >= cutoff:
+                break
+            self.domains.popitem(last=False)
+
+    def alerts(self) -> list[dict]:
+        """Summaries of domains at or over the threshold, most queries first."""
+        mean = self._benign_sum / self._benign_count if self._benign_count else None
+        chosen = [a for a in self.domains.values() if a.queries >= self.min_queries]
+        chosen.sort(key=lambda alert: (-alert.queries, alert.domain))
+        return [alert.summary(mean) for alert in chosen]
+
+    def summary(self, domain: str) -> dict:
+        mean = self._benign_sum / self._benign_count if self._benign_count else None
+        return self.domains[domain].summary(mean)
+
+
+def format_alerts(alerts: list[dict]) -> str:
+    """A fixed-width table for the terminal."""
+    if not alerts:
+        return "no alerts"
+    header = f"{'domain':<32} {'queries':>8} {'names':>7} {'~bytes out':>10} {'score':>6}  clients"
+    lines = [header, "-" * len(header)]
+    for alert in alerts:
+        clients = ",".join(alert["clients"][:3]) + ("..." if len(alert["clients"]) > 3 else "")
+        lines.append(
+            f"{alert['domain'][:32]:<32} {alert['queries']:>8} {alert['unique_names']:>7} "
+            f"{alert['estimated_bytes_exfiltrated']:>10} {alert['mean_score']:>6.3f}  {clients}"
+        )
+    return "\n".join(lines)
