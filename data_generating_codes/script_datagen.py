@@ -1,0 +1,358 @@
+"""A capture session: benign DNS lookups plus DET-style exfiltrations, with exact ground truth.
+
+    python data_generating_codes/script_datagen.py --mode offline --packets 20000 --seed 1 \
+        --out work/train.pcap
+    python data_generating_codes/script_datagen.py --out work/test.pcapng --seed 2 \
+        --files memo.txt 'sales.*'
+    sudo .venv/bin/python data_generating_codes/script_datagen.py --mode live --packets 3000
+    sudo .venv/bin/python data_generating_codes/script_datagen.py --mode netns --out work/ns.pcap
+
+Writes OUT (pcap, or pcapng by suffix), OUT.logs.csv (the attacker script's `label,name,time`
+rows) and OUT.truth.json (exfil domains, job ids, record ranges, classes; see the spec).
+`offline` builds the packets directly with synthetic timestamps (no sockets, >100k packets/s,
+same seed -> same bytes); `live` runs det.py's server and client and a benign resolver over real
+UDP on loopback and captures them; `netns` does the same between two network namespaces.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import random
+import sys
+import time
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# ---------------------------------------------------------------------------
+# session
+MODE = "offline"  # offline | live | netns
+PACKETS = 20000  # DNS packets in the capture (offline: exact; live/netns: about)
+SEED = 1  # fixes every draw: same seed, same offline capture byte for byte
+OUT = "work/capture.pcap"  # capture path; a .pcapng suffix writes pcapng
+DURATION = 1800.0  # seconds of session time (offline; stretched when exfiltration needs more)
+START_TIME = 1767225600.0  # epoch of the session start (offline)
+NANOSECOND = False  # pcap/pcapng with nanosecond timestamps
+# exfiltration
+EXFIL_SHARE = 0.10  # target share of malicious packets (0.05-0.20)
+STYLES = ["all"]  # exfil styles to draw from (det.STYLES names; all = every one but det-slow)
+FILES = ["*"]  # names or globs under EXFIL_DIR to exfiltrate
+EXFIL_DIR = "data_generating_codes/ExfiltrationData"  # folder of files to exfiltrate
+PASSPHRASE = "exfil-detect"  # DET AES passphrase
+# benign traffic
+HOSTS = 8  # client hosts on the LAN (one of them is the attacker)
+SHARE_CDN_HASH = 0.05  # share of lookups: long CDN/cloud names with hashes
+SHARE_AV_LOOKUP = 0.02  # share: antivirus/reputation hash lookups
+SHARE_DKIM = 0.01  # share: DKIM selector TXT lookups
+SHARE_DMARC = 0.01  # share: _dmarc TXT lookups
+SHARE_ACME = 0.005  # share: _acme-challenge TXT lookups
+SHARE_REVERSE_PTR = 0.03  # share: reverse PTR (in-addr.arpa, ip6.arpa)
+SHARE_SRV = 0.01  # share: SRV service discovery
+SHARE_DNSBL = 0.01  # share: DNSBL reversed-address lookups
+SHARE_CHROME_PROBE = 0.01  # share: Chromium random single-label probes
+SHARE_WORDY_LONG = 0.02  # share: long but wordy names
+# live / netns
+SLEEP_SCALE = 0.001  # live/netns: factor on DET's sleeps and benign inter-arrival times
+LIVE_TIMEOUT = 120.0  # live/netns: give up after this many seconds
+# ---------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data_generating_codes import benign, det  # noqa: E402
+from data_generating_codes.datagen_truth import write_sidecars  # noqa: E402
+from exfil.cli import UserError, configure, format_config, run  # noqa: E402
+from exfil.dnsmsg import pack_query, qtype_number  # noqa: E402
+from exfil.pcapwrite import ipv4_to_int, write_udp_capture  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+_TLDS = ("com", "net", "org", "io", "co", "info", "xyz", "cloud", "online", "site", "app")
+_RESOLVER = "10.0.0.1"
+_EXFIL_SHARE_BOUNDS = (0.05, 0.20)
+_PROGRESS_FROM = 500_000  # packets from which offline mode shows a progress bar (on a terminal)
+
+
+# ---------------------------------------------------------------------------
+# inputs
+
+
+def hard_shares() -> dict[str, float]:
+    """The SHARE_* constants keyed by benign class name."""
+    return {
+        cls: globals()["SHARE_" + cls.split("/")[1].upper().replace("-", "_")]
+        for cls in benign.HARD_SHARES
+    }
+
+
+def exfil_files() -> list[Path]:
+    """Files picked by FILES under EXFIL_DIR (README excluded); a pattern matching none: error."""
+    folder = Path(EXFIL_DIR)
+    folder = folder if folder.is_absolute() or folder.exists() else ROOT / folder
+    if not folder.is_dir():
+        raise UserError(f"no such folder: {EXFIL_DIR}")
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    listed = [name for name in names if not name.upper().startswith("README")]
+    chosen: list[str] = []
+    for pattern in FILES:
+        matched = fnmatch.filter(listed, pattern) or fnmatch.filter(names, pattern)
+        if not matched:
+            raise UserError(f"no file matches {pattern!r} in {folder}")
+        chosen += [name for name in matched if name not in chosen]
+    return [folder / name for name in chosen]
+
+
+def chosen_styles() -> list[str]:
+    """STYLES with "all" expanded; det-slow only when named (it stretches a session to hours)."""
+    every = [style for style in det.STYLES if style != "det-slow"]
+    return list(
+        dict.fromkeys(s for style in STYLES for s in (every if style == "all" else [style]))
+    )
+
+
+def attacker_domain(rng: random.Random, taken: set[str]) -> str:
+    """A plausible attacker domain, <word><word>.<tld> or <word>-<word>.<tld>, new to this run."""
+    while True:
+        first, second = rng.choice(benign.WORDS), rng.choice(benign.WORDS)
+        name = f"{first}{rng.choice(('', '-'))}{second}.{rng.choice(_TLDS)}"
+        if name not in taken and name not in benign.DOMAIN_SET and len(name) <= 24:
+            taken.add(name)
+            return name
+
+
+# ---------------------------------------------------------------------------
+# the exfiltration plan
+
+
+def plan_exfiltration(rng: random.Random, paths: list[Path], budget: int) -> list[dict]:
+    """Choose (file, style, domain) triples whose packets fit the budget, and plan their queries.
+
+    Each file is tried with the styles in a seed-drawn order; the first plan that fits is kept.
+    """
+    base = det.DetConfig(domain="example.net", passphrase=PASSPHRASE)
+    order = list(paths)
+    rng.shuffle(order)
+    styles, taken, plans, used = chosen_styles(), set(), [], 0
+    rng.shuffle(styles)
+    contents = {path: path.read_bytes() for path in order}
+    packed = {path: len(zlib.compress(data)) + 32 for path, data in contents.items()}
+    per_byte: dict[str, float] = {}  # queries per compressed byte, learned per style
+    added = True
+    while added and used < 0.9 * budget:  # files are sent again (new job, new domain) if needed
+        added = False
+        for path in order:
+            data = contents[path]
+            for offset in range(len(styles)):
+                style = styles[(len(plans) + offset) % len(styles)]
+                if 2 * per_byte.get(style, 0) * packed[path] > 1.2 * (budget - used):
+                    continue  # planning is slow (AES, base-N): skip what cannot fit
+                cfg = det.style_config(style, replace(base, domain=attacker_domain(rng, taken)))
+                job_id, messages = det.plan_queries(data, path.name, cfg, rng)
+                queries = sum(len(m) for m in messages)
+                per_byte[style] = min(per_byte.get(style, 1e9), queries / packed[path])
+                if used + 2 * queries <= budget:
+                    times = det.schedule(messages, cfg, rng)
+                    plans.append(dict(path=path, data=data, cfg=cfg, job_id=job_id,
+                                      messages=messages, times=times, style=style))  # fmt: skip
+                    used, added = used + 2 * queries, True
+                    break
+            if used >= 0.9 * budget:
+                break
+    if not plans:
+        raise UserError(f"no file in {FILES} fits {budget} exfiltration packets: raise --packets")
+    return plans
+
+
+def place_in_time(rng: random.Random, plans: list[dict]) -> float:
+    """Give each exfiltration a start time, one after the other; return the session length."""
+    lengths = [p["times"][-1][-1] + 1.0 for p in plans]
+    total = max(DURATION, sum(lengths) / 0.6)
+    cuts = sorted(rng.uniform(0, total - sum(lengths)) for _ in plans)
+    elapsed = 0.0
+    for plan, cut, length in zip(plans, cuts, lengths, strict=True):
+        plan["start"] = round(
+            cut + elapsed, 6
+        )  # whole µs: its logs.csv row equals its first packet
+        elapsed += length
+    return total
+
+
+# ---------------------------------------------------------------------------
+# offline: the packets, straight into arrays
+
+
+class Packets:
+    """Rows (time, src, dst, sport, dport, payload, class, file) of the capture being built;
+    `add` is list.append (one call per packet on the hot path), columns come out at the end."""
+
+    FIELDS = ("time", "src", "dst", "sport", "dport", "payload", "cls", "file")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+        self.add = self.rows.append
+
+    def columns(self) -> dict[str, list]:
+        return dict(zip(self.FIELDS, map(list, zip(*self.rows, strict=True)), strict=True))
+
+
+def latency(rng: random.Random, cached: bool) -> float:
+    """Resolver answer delay: sub-millisecond from cache, tens of milliseconds when recursing."""
+    if cached and rng.random() < 0.7:
+        return rng.uniform(0.0002, 0.002)
+    return min(math.exp(rng.gauss(-3.2, 0.7)), 2.0)  # lognormal, median 40 ms
+
+
+def add_exfiltration(rng: random.Random, packets: Packets, plans: list[dict], classes: list[str],
+                     attacker: int, resolver: int) -> None:  # fmt: skip
+    """Every planned query from the attacker, and the DET server's answer via the resolver."""
+    for index, plan in enumerate(plans):
+        cfg, cls = plan["cfg"], classes.index(f"exfil/{plan['style']}")
+        for message, offsets in zip(plan["messages"], plan["times"], strict=True):
+            for (qname, qtype), offset in zip(message, offsets, strict=True):
+                when, sport = plan["start"] + offset, 32768 + int(rng.random() * 28232)
+                query = pack_query(rng.getrandbits(16), qname, qtype_number(qtype))
+                packets.add((when, attacker, resolver, sport, 53, query, cls, index))
+                reply = det.answer(query, cfg)
+                if reply is not None:  # a resolver relays it without the AA bit
+                    reply = reply[:2] + bytes([reply[2] & ~0x04]) + reply[3:]
+                    wait = latency(rng, False)
+                    packets.add((when + wait, resolver, attacker, 53, sport, reply, cls, index))
+
+
+def add_benign(rng: random.Random, packets: Packets, count: int, length: float,
+               classes: list[str], resolver: int) -> list[tuple[float, int, str]]:  # fmt: skip
+    """`count` benign packets from all hosts; returns (time, host, first name) per session."""
+    model = benign.BenignModel(rng, hard_shares())
+    sessions, lookups = [], 0
+    while 2 * lookups < count:
+        sessions.append(model.session())
+        lookups += len(sessions[-1])
+    starts = sorted(rng.uniform(0, length) for _ in sessions)
+    budget, started, add, query = count, [], packets.add, model.query
+    class_index = {cls: classes.index(cls) for cls in benign.CLASSES}
+    progress = tqdm(total=count, unit="pkt", disable=count < _PROGRESS_FROM or None, leave=False)
+    for number, (start, session) in enumerate(zip(starts, sessions, strict=True)):
+        if number % 1024 == 0:
+            progress.update(count - budget - progress.n)
+        host = int(rng.random() * HOSTS)
+        started.append((start, host, session[0][1]))
+        for cls, qname, qtype, offset in session:
+            if budget <= 0:
+                break
+            qid, sport, when = (
+                rng.getrandbits(16),
+                32768 + int(rng.random() * 28232),
+                start + offset,
+            )
+            code = class_index[cls]
+            add((when, host, resolver, sport, 53, query(qid, qname, qtype), code, -1))
+            budget -= 1
+            if budget:  # an odd count leaves the capture's last-drawn query unanswered
+                reply = model.response(qid, cls, qname, qtype)
+                wait = latency(rng, cls == benign.ORDINARY)
+                add((when + wait, resolver, host, 53, sport, reply, code, -1))
+                budget -= 1
+    progress.close()
+    return started
+
+
+def offline_session(rng: random.Random) -> dict:
+    """Build the whole capture in memory: arrays in time order, truth, and logs rows."""
+    plans = plan_exfiltration(rng, exfil_files(), round(EXFIL_SHARE * PACKETS))
+    length = place_in_time(rng, plans)
+    hosts = [f"10.0.0.{number}" for number in rng.sample(range(10, 250), HOSTS)]
+    attacker, resolver = 0, HOSTS  # host indices; index HOSTS is the resolver
+    classes = [*benign.CLASSES, *dict.fromkeys(f"exfil/{p['style']}" for p in plans)]
+    packets = Packets()
+    add_exfiltration(rng, packets, plans, classes, attacker, resolver)
+    if len(packets.rows) >= PACKETS:
+        raise UserError(f"exfiltration alone needs {len(packets.rows)} packets: raise --packets")
+    started = add_benign(rng, packets, PACKETS - len(packets.rows), length, classes, resolver)
+    columns = packets.columns()
+    start_ns = round(START_TIME * 1e9)
+    ns = start_ns + np.round(np.asarray(columns["time"]) * 1e9).astype(np.int64)
+    order = np.argsort(ns, kind="stable")
+    address = ipv4_to_int([*hosts, _RESOLVER])
+    seconds, owner = np.asarray(columns["time"]), np.asarray(columns["file"])
+    windows = [(p["start"], seconds[owner == i].max()) for i, p in enumerate(plans)]
+    rows = [("exfil", p["path"].name, START_TIME + p["start"]) for p in plans]
+    rows += [
+        ("benign", name, START_TIME + when)
+        for when, host, name in started
+        if host == attacker and not any(a <= when <= b for a, b in windows)
+    ]
+    return {
+        "ns": ns[order],
+        "src": address[np.asarray(columns["src"])[order]],
+        "dst": address[np.asarray(columns["dst"])[order]],
+        "sport": np.asarray(columns["sport"])[order],
+        "dport": np.asarray(columns["dport"])[order],
+        "payload": [columns["payload"][i] for i in order.tolist()],
+        "cls": np.asarray(columns["cls"], dtype=np.uint8)[order],
+        "file": np.asarray(columns["file"], dtype=np.int32)[order],
+        "classes": classes,
+        "plans": plans,
+        "rows": sorted(rows, key=lambda row: row[2]),
+        "attacker_hosts": [hosts[attacker]],
+        "server_hosts": [_RESOLVER],
+    }
+
+
+# ---------------------------------------------------------------------------
+# main
+
+
+def main() -> int:
+    config = configure(
+        globals(), choices={"MODE": ["offline", "live", "netns"], "STYLES": ["all", *det.STYLES]}
+    )
+    print(format_config(config), flush=True)
+    if not 10 <= PACKETS <= 50_000_000:
+        raise UserError(f"--packets {PACKETS}: need 10 to 50,000,000")
+    if not _EXFIL_SHARE_BOUNDS[0] <= EXFIL_SHARE <= _EXFIL_SHARE_BOUNDS[1]:
+        low, high = _EXFIL_SHARE_BOUNDS
+        raise UserError(f"--exfil-share {EXFIL_SHARE}: need {low} to {high}")
+    shares = hard_shares()
+    if min(shares.values()) < 0 or sum(shares.values()) >= 1:
+        raise UserError(
+            f"--share-* values must be >= 0 and sum below 1 (got {sum(shares.values()):g})"
+        )
+    if HOSTS < 1 or not STYLES:
+        raise UserError("need --hosts >= 1 and at least one style")
+    out = Path(OUT)
+    began, cpu_began = time.perf_counter(), time.process_time()
+    rng = random.Random(SEED)
+    if MODE == "offline":
+        session = offline_session(rng)
+        write_udp_capture(
+            out,
+            session["ns"],
+            session["src"],
+            session["dst"],
+            session["sport"],
+            session["dport"],
+            session["payload"],
+            nanosecond=NANOSECOND,
+            ip_id=np.random.default_rng(SEED).integers(0, 65536, len(session["ns"])),
+        )
+    else:
+        from data_generating_codes import datagen_live
+
+        session = datagen_live.live_session(rng, out, MODE, sys.modules[__name__])
+    truth = write_sidecars(out, session, config, MODE, SEED)
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    share = truth["malicious_records"] / max(truth["records"], 1)
+    print(
+        f"wrote {out}: {truth['records']} records, {truth['malicious_records']} malicious "
+        f"({share:.1%}), {len(truth['files'])} files, styles {truth['styles']}, "
+        f"in {seconds:.2f} s ({truth['records'] / seconds:,.0f} packets/s; "
+        f"{truth['records'] / max(cpu, 1e-9):,.0f} per CPU second)",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
