@@ -10,7 +10,7 @@ domains, not packets, and a rolling window forgets domains not seen for a while 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -19,6 +19,8 @@ from publicsuffixlist import PublicSuffixList
 
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
+MAX_CACHED_NAMES = 200_000  # qname -> registered domain cache, cleared when full
+MAX_DOMAIN_TOTALS = 1_000_000  # domains whose packets are counted; beyond it, unflagged ones go
 EXAMPLES = 3
 
 _SUFFIXES = PublicSuffixList()
@@ -95,6 +97,7 @@ class DomainAlert:
     alphabet: set[str] = field(default_factory=set)
     signal_sums: dict[str, float] = field(default_factory=dict)
     unigram_sum: np.ndarray | None = None
+    raised: bool = False
 
     def add(self, qname: str, client: str, when: float, score: float) -> None:
         self.queries += 1
@@ -118,7 +121,33 @@ class DomainAlert:
         if len(self.examples) < EXAMPLES and qname not in self.examples:
             self.examples.append(qname)
 
-    def summary(self, benign_unigram_mean: np.ndarray | None) -> dict:
+    def merge(self, other: DomainAlert) -> None:
+        """Fold in the same domain's sums from another capture (parallel detection)."""
+        self.first_seen = min(self.first_seen, other.first_seen)
+        self.last_seen = max(self.last_seen, other.last_seen)
+        self.queries += other.queries
+        self.score_sum += other.score_sum
+        new_names = other.names - self.names
+        room = MAX_TRACKED_NAMES - len(self.names)
+        self.names.update(list(new_names)[: max(room, 0)])
+        self.names_overflow |= other.names_overflow or len(new_names) > room
+        self.name_bytes += other.name_bytes
+        self.data_chars += other.data_chars
+        self.alphabet |= other.alphabet
+        for key, value in other.signal_sums.items():
+            self.signal_sums[key] = self.signal_sums.get(key, 0.0) + value
+        self.clients.update(list(other.clients)[: max(MAX_TRACKED_CLIENTS - len(self.clients), 0)])
+        self.examples = (self.examples + [e for e in other.examples if e not in self.examples])[
+            :EXAMPLES
+        ]
+        if other.unigram_sum is not None:
+            self.unigram_sum = (
+                other.unigram_sum.copy()
+                if self.unigram_sum is None
+                else self.unigram_sum + other.unigram_sum
+            )
+
+    def summary(self, benign_unigram_mean: np.ndarray | None, total: int | None = None) -> dict:
         unique = len(self.names)
         signals = {k: round(v / max(unique, 1), 3) for k, v in self.signal_sums.items()}
         estimated = int(self.data_chars * _alphabet_bits(self.alphabet) / 8)
@@ -144,6 +173,8 @@ class DomainAlert:
             "name_bytes": self.name_bytes,
             "estimated_bytes_exfiltrated": estimated,
             "clients": sorted(self.clients),
+            "domain_packets": total,
+            "share_flagged": round(self.queries / total, 4) if total else None,
             "mean_score": round(self.score_sum / max(self.queries, 1), 4),
             "examples": self.examples,
             "signals": signals,
@@ -154,16 +185,42 @@ class DomainAlert:
 class AlertBook:
     """Per-domain alerts, updated batch by batch; optional rolling window for live traffic.
 
-    A domain becomes an alert once it has `min_queries` flagged packets; `update` returns the
-    domains that crossed that line in this batch, so live mode can print them at once.
+    A registered domain becomes an alert once `min_names` distinct flagged names were seen under
+    it AND its flagged packets are at least `min_share` of all its packets. Exfiltration needs
+    many distinct names (each carries new data), while a benign random-looking name is usually
+    looked up a few times over (A, AAAA, retries); and one odd name under a busy CDN domain is
+    noise, a domain whose traffic is mostly flagged is a channel. `update` returns the domains that
+    became alerts in this batch, so live mode can print them at once.
     """
 
-    def __init__(self, min_queries: int = 3, window_seconds: float | None = None) -> None:
-        self.min_queries = min_queries
+    def __init__(
+        self, min_names: int = 5, min_share: float = 0.2, window_seconds: float | None = None
+    ) -> None:
+        self.min_names = min_names
+        self.min_share = min_share
         self.window_seconds = window_seconds
         self.domains: OrderedDict[str, DomainAlert] = OrderedDict()
+        self.totals: dict[str, int] = {}
+        self._domain_of: dict[str, str] = {}
         self._benign_sum: np.ndarray | None = None
         self._benign_count = 0
+
+    def _registered(self, qnames: list[str]) -> list[str]:
+        cache = self._domain_of
+        if len(cache) > MAX_CACHED_NAMES:
+            cache.clear()
+        out = []
+        for qname in qnames:
+            domain = cache.get(qname)
+            if domain is None:
+                domain = cache[qname] = registered_domain(qname)
+            out.append(domain)
+        return out
+
+    def _is_alert(self, alert: DomainAlert) -> bool:
+        total = self.totals.get(alert.domain, alert.queries)
+        enough_names = len(alert.names) >= self.min_names or alert.names_overflow
+        return enough_names and alert.queries >= self.min_share * total
 
     def update(
         self,
@@ -174,8 +231,11 @@ class AlertBook:
         malicious: np.ndarray,
         unigrams: np.ndarray | None = None,
     ) -> list[str]:
-        """Add one batch (parallel arrays); return domains newly raised as alerts."""
-        raised = []
+        """Add one batch (parallel arrays, every DNS packet); return domains newly alerted."""
+        domains = self._registered(qnames)
+        totals = self.totals
+        for domain, count in Counter(domains).items():
+            totals[domain] = totals.get(domain, 0) + count
         flagged = np.flatnonzero(malicious)
         if unigrams is not None:
             benign = ~malicious.astype(bool)
@@ -184,22 +244,43 @@ class AlertBook:
                 batch_sum if self._benign_sum is None else self._benign_sum + batch_sum
             )
             self._benign_count += int(benign.sum())
+        touched = {}
         for i in flagged:
-            domain = registered_domain(qnames[i])
+            domain = domains[i]
             alert = self.domains.get(domain)
             if alert is None:
                 alert = self.domains[domain] = DomainAlert(domain, float(times[i]), float(times[i]))
-            before = alert.queries
             alert.add(qnames[i], clients[i], float(times[i]), float(scores[i]))
             self.domains.move_to_end(domain)
             if unigrams is not None:
                 row = unigrams[i].astype(np.float64)
                 alert.unigram_sum = row if alert.unigram_sum is None else alert.unigram_sum + row
-            if before < self.min_queries <= alert.queries:
+            touched[domain] = alert
+        raised = []
+        for domain, alert in touched.items():
+            if not alert.raised and self._is_alert(alert):
+                alert.raised = True
                 raised.append(domain)
         if self.window_seconds is not None and len(times):
             self._forget_before(float(np.max(times)) - self.window_seconds)
+        if len(totals) > MAX_DOMAIN_TOTALS:
+            self.totals = {d: n for d, n in totals.items() if d in self.domains}
         return raised
+
+    def merge(self, other: AlertBook) -> None:
+        """Fold in another book (one per capture when captures are scored in parallel)."""
+        for domain, alert in other.domains.items():
+            if domain in self.domains:
+                self.domains[domain].merge(alert)
+            else:
+                self.domains[domain] = alert
+        if other._benign_sum is not None:
+            if self._benign_sum is None:
+                self._benign_sum = np.zeros_like(other._benign_sum)
+            self._benign_sum = self._benign_sum + other._benign_sum
+        self._benign_count += other._benign_count
+        for domain, count in other.totals.items():
+            self.totals[domain] = self.totals.get(domain, 0) + count
 
     def _forget_before(self, cutoff: float) -> None:
         while self.domains:
@@ -207,17 +288,18 @@ class AlertBook:
             if oldest.last_seen >= cutoff:
                 break
             self.domains.popitem(last=False)
+            self.totals.pop(oldest.domain, None)
 
     def alerts(self) -> list[dict]:
         """Summaries of domains at or over the threshold, most queries first."""
         mean = self._benign_sum / self._benign_count if self._benign_count else None
-        chosen = [a for a in self.domains.values() if a.queries >= self.min_queries]
+        chosen = [a for a in self.domains.values() if self._is_alert(a)]
         chosen.sort(key=lambda alert: (-alert.queries, alert.domain))
-        return [alert.summary(mean) for alert in chosen]
+        return [alert.summary(mean, self.totals.get(alert.domain)) for alert in chosen]
 
     def summary(self, domain: str) -> dict:
         mean = self._benign_sum / self._benign_count if self._benign_count else None
-        return self.domains[domain].summary(mean)
+        return self.domains[domain].summary(mean, self.totals.get(domain))
 
 
 def format_alerts(alerts: list[dict]) -> str:

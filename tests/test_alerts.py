@@ -27,7 +27,7 @@ def test_alerts_group_flagged_packets_and_estimate_bytes():
     hex_names = [f"{i:040x}.evil.net" for i in range(10)]
     names = hex_names + ["www.google.com"] * 5 + ["one.odd.org"]
     flags = [True] * 10 + [False] * 5 + [True]
-    book = AlertBook(min_queries=3)
+    book = AlertBook(min_names=3)
     unigrams = np.zeros((len(names), 256), np.float32)
     unigrams[:10, ord("f")] = 3.0
     raised = book.update(*batch(names, flags), unigrams=unigrams)
@@ -45,8 +45,40 @@ def test_alerts_group_flagged_packets_and_estimate_bytes():
 
 
 def test_alert_raised_once_and_window_forgets_old_domains():
-    book = AlertBook(min_queries=2, window_seconds=100.0)
+    book = AlertBook(min_names=2, window_seconds=100.0)
     assert book.update(*batch(["a1.x.com", "a2.x.com"], [True, True])) == ["x.com"]
     assert book.update(*batch(["a3.x.com"], [True], start=5.0)) == []
     book.update(*batch(["b1.y.com", "b2.y.com"], [True, True], start=1000.0))
     assert [a["domain"] for a in book.alerts()] == ["y.com"]
+
+
+def test_merging_books_equals_one_book_over_both():
+    names = [f"{i:020x}.evil.net" for i in range(6)] + ["www.example.com"] * 4
+    flags = [True] * 6 + [False] * 4
+    unigrams = np.random.default_rng(0).random((10, 256)).astype(np.float32)
+    whole = AlertBook(min_names=2)
+    whole.update(*batch(names, flags), unigrams=unigrams)
+    first, second = AlertBook(min_names=2), AlertBook(min_names=2)
+    first.update(
+        *batch(names[:3] + names[6:8], flags[:3] + flags[6:8]), unigrams=unigrams[[0, 1, 2, 6, 7]]
+    )
+    second.update(
+        *batch(names[3:6] + names[8:], flags[3:6] + flags[8:], start=3.0),
+        unigrams=unigrams[[3, 4, 5, 8, 9]],
+    )
+    first.merge(second)
+    merged, expected = first.alerts()[0], whole.alerts()[0]
+    for key in ("queries", "unique_names", "estimated_bytes_exfiltrated", "name_bytes", "clients"):
+        assert merged[key] == expected[key]
+    assert merged["why"][-1] == expected["why"][-1]
+
+
+def test_repeated_random_name_and_diluted_domain_are_not_alerts():
+    book = AlertBook(min_names=3, min_share=0.5)
+    # one hash-like name looked up four times (A, AAAA, two answers): one name, not a channel
+    book.update(*batch(["bafybeigdyrzt5sfp7udm7hu76uh7y26nf3.ipfs.example"] * 4, [True] * 4))
+    # a busy domain with a few flagged names among many benign ones
+    names = [f"n{i}.cdn.example.org" for i in range(40)]
+    book.update(*batch(names, [i < 4 for i in range(40)]))
+    assert book.alerts() == []
+    assert book.totals["example.org"] == 40
