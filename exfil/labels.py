@@ -1,0 +1,140 @@
+"""Labelling rules for DNS packets, and the generator's sidecar files.
+
+Rules (1 = malicious, 0 = benign), all vectorised over a DnsBatch's columns:
+- `domain`: the question name is, or ends with ".<d>" for, an exfiltration domain d (ASCII case
+  folded). Exact, and the default.
+- `time`: the original's window rule over `logs.csv`: a packet is malicious iff the latest log
+  row at or before its time says `exfil`. Background traffic during an exfiltration is
+  therefore mislabelled, as it was originally; kept to measure how noisy that is.
+- `hosts`: the packet is to or from one of the given attacker addresses.
+
+Sidecars beside `X.pcap`: `X.truth.json` (ground truth, format in the generator) and
+`X.logs.csv` (`label,name,time` rows); `X.pcap.truth.json` / `X.pcap.logs.csv` are accepted too.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import ipaddress
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from exfil.cli import UserError
+
+RULES = ("domain", "time", "hosts")
+_LOWER = np.arange(256, dtype=np.uint8)
+_LOWER[ord("A") : ord("Z") + 1] += 32
+
+
+# --------------------------------------------------------------------------- sidecars
+def sidecar(capture: str | os.PathLike, suffix: str) -> Path | None:
+    """`X.<suffix>` or `X.pcap.<suffix>` beside capture `X.pcap`, if either exists."""
+    path = Path(capture)
+    for candidate in (path.with_suffix("." + suffix), path.with_name(f"{path.name}.{suffix}")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_truth(path: str | os.PathLike) -> dict:
+    """The truth sidecar, with "record_class" decoded to a uint8 array (one per record)."""
+    try:
+        truth = json.loads(Path(path).read_text(encoding="utf-8"))
+        packed = truth.get("record_class")
+        if isinstance(packed, dict):
+            raw = zlib.decompress(base64.b64decode(packed["data"]))
+            truth["record_class"] = np.frombuffer(raw, dtype=np.uint8)
+    except (OSError, ValueError, KeyError, TypeError, zlib.error) as error:
+        raise UserError(f"{path}: unreadable truth sidecar ({error})") from error
+    return truth
+
+
+def load_logs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(times sorted, is-exfil flag per row) from a `label,name,time` logs.csv."""
+    times, flags = [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                times.append(float(row["time"]))
+                flags.append(row["label"].strip().lower() == "exfil")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: unreadable logs.csv ({error})") from error
+    order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
+    return np.asarray(times, dtype=np.float64)[order], np.asarray(flags, dtype=bool)[order]
+
+
+# --------------------------------------------------------------------------- rules
+def domain_labels(qname: np.ndarray, qlen: np.ndarray, domains: list[str]) -> np.ndarray:
+    """1 where the name equals or is under one of `domains` (case-insensitive)."""
+    found = np.zeros(len(qlen), dtype=bool)
+    rows = np.arange(len(qlen))
+    for domain in domains:
+        want = np.frombuffer(domain.strip(".").lower().encode(), dtype=np.uint8)
+        size = len(want)
+        if not size:
+            continue
+        fits = qlen >= size
+        at = np.maximum(qlen - size, 0)  # only the name's last size + 1 bytes are looked at
+        if size > qname.shape[1]:
+            continue
+        at = np.minimum(at, qname.shape[1] - size) + rows * qname.shape[1]  # flat positions
+        same = (_LOWER.take(qname.take(at[:, None] + np.arange(size))) == want).all(1)
+        edge = (qlen == size) | (qname.take(np.maximum(at - 1, 0)) == ord("."))
+        found |= fits & same & edge
+    return found.astype(np.int8)
+
+
+def time_labels(time: np.ndarray, log_times: np.ndarray, log_exfil: np.ndarray) -> np.ndarray:
+    """The original window rule: the latest log row at or before each packet decides."""
+    latest = np.searchsorted(log_times, time, side="right") - 1
+    flags = np.concatenate([[False], log_exfil])
+    return flags[np.where(np.isnan(time), -1, latest) + 1].astype(np.int8)
+
+
+def address_bytes(address: str) -> bytes:
+    """16 bytes as in DnsBatch.src: IPv6, or IPv4-mapped ::ffff:a.b.c.d."""
+    try:
+        parsed = ipaddress.ip_address(address.strip())
+    except ValueError as error:
+        raise UserError(f"not an IP address: {address!r}") from error
+    if parsed.version == 4:
+        return bytes(10) + b"\xff\xff" + parsed.packed
+    return parsed.packed
+
+
+def host_labels(src: np.ndarray, dst: np.ndarray, hosts: list[str]) -> np.ndarray:
+    """1 where the source or destination address is one of `hosts`."""
+    wanted = np.frombuffer(b"".join(address_bytes(h) for h in hosts), np.uint8).reshape(-1, 16)
+    found = np.zeros(len(src), dtype=bool)
+    for host in wanted:
+        found |= (src == host).all(1) | (dst == host).all(1)
+    return found.astype(np.int8)
+
+
+def format_addresses(addresses: np.ndarray) -> np.ndarray:
+    """Text form of (n, 16) address rows; each distinct address is formatted once."""
+    out = np.empty(len(addresses), dtype=object)
+    words = np.ascontiguousarray(addresses).view(">u4")
+    v4 = (words[:, 0] == 0) & (words[:, 1] == 0) & (words[:, 2] == 0xFFFF)
+    unique, inverse = np.unique(words[v4, 3], return_inverse=True)
+    text = [str(ipaddress.IPv4Address(int(value))) for value in unique.tolist()]
+    out[v4] = np.asarray(text, dtype=object)[inverse.reshape(-1)] if text else []
+    for row in np.flatnonzero(~v4):  # IPv6: rare enough to format one by one
+        out[row] = str(ipaddress.IPv6Address(addresses[row].tobytes()))
+    return out
+
+
+def file_rows(record, qname, qlen, files: list[dict]) -> np.ndarray:  # noqa: ANN001
+    """int32 index into `files` for rows inside a file's record range and domain, else -1."""
+    index = np.full(len(record), -1, dtype=np.int32)
+    for number, entry in enumerate(files):
+        inside = (record >= entry["first_record"]) & (record <= entry["last_record"])
+        if entry.get("domain"):
+            inside &= domain_labels(qname, qlen, [entry["domain"]]).astype(bool)
+        index[inside & (index < 0)] = number
+    return index

@@ -1,0 +1,222 @@
+"""Label every DNS packet of one or more captures (1 = malicious, 0 = benign).
+
+    python ld.py work/train.pcap --out work/train                       # rule: domain (truth)
+    python ld.py work/train.pcap --out work/train --rule time           # the original's windows
+    python ld.py caps/ --out work/x --rule domain --exfil-domain evil.example
+    python ld.py list.txt --out work/x --rule hosts --attacker-hosts 10.0.0.66
+
+Writes OUT/labels.npy (int8), OUT/packets.csv, OUT/labels.json, OUT/classes.npy (int16) and
+OUT/files.npy (int32); row i is the i-th DNS message in capture order, as in ng.py's outputs.
+Without --exfil-domain the domains come from X.truth.json beside each capture X.pcap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from exfil import labels as lab
+from exfil.cli import UserError, configure, format_config, run
+from exfil.dnsparse import qtype_names
+from exfil.files import atomic_path, save_json, save_npy, sha256_file
+from exfil.pcapread import capture_paths, check_capture, map_captures, read_dns, with_progress
+
+# -----------------------------------------------------------------------------
+# inputs and rule
+CAPTURES: list[str] = []  # captures, folders of captures, or text files listing them
+OUT = ""  # output folder (required)
+RULE = "domain"  # labelling rule: domain | time | hosts
+EXFIL_DOMAIN: list[str] = []  # exfiltration domains (default: each capture's X.truth.json)
+ATTACKER_HOSTS: list[str] = []  # attacker addresses for --rule hosts (default: truth sidecar)
+LOGS = ""  # logs.csv for --rule time (default: X.logs.csv beside each capture)
+# reading
+PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS
+CHUNK = 65536  # capture records decoded at once (bounds memory)
+WORKERS = 0  # processes for several captures (0 = one per core)
+# -----------------------------------------------------------------------------
+
+ESCAPE = np.zeros(256, dtype=bool)  # bytes written as \DDD in packets.csv names
+ESCAPE[:0x21] = ESCAPE[0x7F:] = True
+ESCAPE[[ord("\\"), ord(","), ord('"')]] = True
+
+
+def present(qname: np.ndarray, qlen: np.ndarray) -> list[str]:
+    """Presentation text of each name; rows needing escapes take the slow path."""
+    width = int(qlen.max()) if len(qlen) else 0
+    names = np.ascontiguousarray(qname[:, :width])
+    dirty = (ESCAPE[names] & (np.arange(width) < qlen[:, None])).any(1)
+    rows = names.view(f"S{max(width, 1)}").ravel().tolist() if width else [b""] * len(qlen)
+    text = b"\n".join(rows).decode("latin-1").split("\n") if rows else []
+    for row in np.flatnonzero(dirty):
+        raw = qname[row, : qlen[row]].tolist()
+        text[row] = "".join(f"\\{b:03d}" if ESCAPE[b] else chr(b) for b in raw)
+    return [name or "." for name in text]
+
+
+def csv_lines(name: str, batch, label: np.ndarray) -> str:  # noqa: ANN001
+    """packets.csv rows for a batch; columns are made by numpy, joined once per row."""
+    micros = np.round(np.nan_to_num(batch.time) * 1e6).astype(np.int64)
+    seconds, fraction = np.divmod(micros, 1_000_000)
+    stamps = [f"{s}.{f:06d}" for s, f in zip(seconds.tolist(), fraction.tolist(), strict=True)]
+    for row in np.flatnonzero(np.isnan(batch.time)):  # pcapng simple packet blocks
+        stamps[row] = "nan"
+    if any(c in name for c in ',"\n'):
+        name = '"' + name.replace('"', '""') + '"'
+    columns = zip(
+        batch.record.tolist(),
+        stamps,
+        lab.format_addresses(batch.src).tolist(),
+        lab.format_addresses(batch.dst).tolist(),
+        batch.sport.tolist(),
+        batch.dport.tolist(),
+        present(batch.qname, batch.qlen),
+        qtype_names(batch.qtype),
+        batch.response.astype(np.int8).tolist(),
+        label.tolist(),
+        strict=True,
+    )
+    lines = [
+        f"{name},{r},{s},{a},{b},{p},{q},{n},{t},{x},{y}\n"
+        for r, s, a, b, p, q, n, t, x, y in columns
+    ]
+    return "".join(lines)
+
+
+def label_capture(path: Path, out: Path) -> dict:
+    """Read one capture, label it, write its CSV rows to a part file; arrays come back."""
+    truth_file = lab.sidecar(path, "truth.json")
+    truth = lab.load_truth(truth_file) if truth_file else {}
+    domains = EXFIL_DOMAIN or truth.get("exfil_domains", [])
+    hosts = ATTACKER_HOSTS or truth.get("attacker_hosts", [])
+    if RULE == "domain" and not domains:
+        raise UserError(f"{path}: no exfiltration domain: give --exfil-domain or X.truth.json")
+    if RULE == "hosts" and not hosts:
+        raise UserError(f"{path}: no attacker hosts: give --attacker-hosts or X.truth.json")
+    if RULE == "time":
+        logs = Path(LOGS) if LOGS else lab.sidecar(path, "logs.csv")
+        if logs is None:
+            raise UserError(f"{path}: --rule time needs X.logs.csv beside it or --logs")
+        log_times, log_exfil = lab.load_logs(logs)
+    record_class = truth.get("record_class")
+    files = [dict(entry, capture=str(path)) for entry in truth.get("files", [])]
+    stats: dict = {}
+    parts: dict[str, list] = {"label": [], "klass": [], "file": []}
+    part = out / f".packets.csv.part-{os.getpid()}-{uuid.uuid4().hex}"  # unique per capture run
+    with open(part, "w", encoding="utf-8", newline="") as handle:
+        for batch in with_progress(read_dns(path, PORTS, CHUNK, stats), path):
+            if RULE == "domain":
+                label = lab.domain_labels(batch.qname, batch.qlen, domains)
+            elif RULE == "time":
+                label = lab.time_labels(batch.time, log_times, log_exfil)
+            else:
+                label = lab.host_labels(batch.src, batch.dst, hosts)
+            if record_class is not None:
+                klass = record_class[np.minimum(batch.record, len(record_class) - 1)]
+            else:
+                klass = label.astype(np.int64)
+            parts["label"].append(label)
+            parts["klass"].append(klass.astype(np.int16))
+            parts["file"].append(lab.file_rows(batch.record, batch.qname, batch.qlen, files))
+            handle.write(csv_lines(str(path), batch, label))
+    arrays = {k: np.concatenate(v) if v else np.zeros(0, np.int16) for k, v in parts.items()}
+    classes = truth.get("classes") if record_class is not None else ["benign", "malicious"]
+    return {
+        "path": str(path),
+        "part": str(part),
+        "stats": stats,
+        "domains": domains,
+        "classes": classes,
+        "files": files,
+        "styles": truth.get("styles", []),
+        **arrays,
+    }
+
+
+def merge(results: list[dict], out: Path) -> None:
+    """Concatenate per-capture results in order, remap class/file indices, write outputs."""
+    classes: list[str] = []
+    files: list[dict] = []
+    styles: list[str] = []
+    domains: list[str] = []
+    class_rows, file_rows, captures = [], [], []
+    for result in results:
+        mapping = []
+        for name in result["classes"]:
+            if name not in classes:
+                classes.append(name)
+            mapping.append(classes.index(name))
+        class_rows.append(np.asarray(mapping, np.int16)[result["klass"]])
+        file_rows.append(np.where(result["file"] < 0, -1, result["file"] + len(files)))
+        files += result["files"]
+        styles += [s for s in result["styles"] if s not in styles]
+        domains += [d for d in result["domains"] if d not in domains]
+        stats = dict(result["stats"])
+        records, kept = stats.pop("records"), stats.pop("dns_packets")
+        captures.append(
+            {
+                "path": result["path"],
+                "sha256": sha256_file(result["path"]),
+                "records": records,
+                "dns_packets": kept,
+                "malicious": int(result["label"].sum()),
+                "skipped": stats,
+            }
+        )
+    labels = np.concatenate([r["label"] for r in results]).astype(np.int8)
+    with atomic_path(out / "packets.csv") as temporary, open(temporary, "wb") as handle:
+        handle.write(b"capture,packet,time,src,dst,sport,dport,qname,qtype,response,label\n")
+        for result in results:
+            with open(result["part"], "rb") as part:
+                shutil.copyfileobj(part, handle, 1 << 22)
+    save_npy(out / "labels.npy", labels)
+    save_npy(out / "classes.npy", np.concatenate(class_rows).astype(np.int16))
+    save_npy(out / "files.npy", np.concatenate(file_rows).astype(np.int32))
+    summary = {
+        "rule": RULE,
+        "exfil_domains": domains,
+        "captures": captures,
+        "packets": int(len(labels)),
+        "malicious": int(labels.sum()),
+        "classes": classes,
+        "files": files,
+        "styles": styles,
+    }
+    save_json(out / "labels.json", summary)
+    skipped: dict[str, int] = {}
+    for capture in captures:
+        for reason, count in capture["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + count
+    records = sum(c["records"] for c in captures)
+    print(
+        f"ld.py: {records} records read, {len(labels)} DNS packets kept, "
+        f"{int(labels.sum())} malicious; skipped: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none")
+    )
+
+
+def main() -> None:
+    config = configure(globals(), positional="CAPTURES", choices={"RULE": lab.RULES})
+    if not OUT:
+        raise UserError("--out DIR is required")
+    print(format_config(config))
+    paths = capture_paths(CAPTURES)
+    for path in paths:
+        check_capture(path)
+    out = Path(OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    try:
+        results = map_captures(partial(label_capture, out=out), paths, WORKERS)
+        merge(results, out)
+    finally:
+        for leftover in out.glob(".packets.csv.part-*"):
+            leftover.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    run(main)

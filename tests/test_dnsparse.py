@@ -1,0 +1,189 @@
+"""exfil.dnsparse: agreement with an independent scalar parser, hostile names, TTL offsets."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exfil.dnsparse import REASONS, parse_questions, qtype_names, rr_ttl_offsets
+
+HEADER = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+
+
+def reference(msg: bytes) -> tuple[str, bytes, int, int] | tuple[str]:
+    """Scalar parser written from the rules in the module docstring: ("ok", name, type, qr)."""
+    if len(msg) < 12:
+        return ("dns-short",)
+    if struct.unpack_from(">H", msg, 4)[0] == 0:
+        return ("dns-no-question",)
+    pos, floor, qend, labels, wire, jumps = 12, 12, None, [], 1, 0
+    while True:
+        if pos >= len(msg):
+            return ("dns-truncated",)
+        b = msg[pos]
+        if b == 0:
+            qend = pos + 1 if qend is None else qend
+            break
+        if b >= 0xC0:
+            if pos + 2 > len(msg):
+                return ("dns-truncated",)
+            target = ((b & 0x3F) << 8) | msg[pos + 1]
+            if target >= floor or target < 12 or jumps >= 64:
+                return ("dns-bad-pointer",)
+            qend = pos + 2 if qend is None else qend
+            pos = floor = target
+            jumps += 1
+            continue
+        if b >= 0x40:
+            return ("dns-bad-label",)
+        if pos + 1 + b > len(msg):
+            return ("dns-truncated",)
+        wire += b + 1
+        if wire > 255:
+            return ("dns-name-too-long",)
+        labels.append(msg[pos + 1 : pos + 1 + b])
+        pos += 1 + b
+    if qend + 4 > len(msg):
+        return ("dns-truncated",)
+    return ("ok", b".".join(labels), struct.unpack_from(">H", msg, qend)[0], msg[2] >> 7)
+
+
+def parse_many(messages: list[bytes]):  # noqa: ANN201
+    """Lay messages end to end (with junk between) and parse them in one call."""
+    blob, offs = bytearray(b"\xee" * 5), []
+    for msg in messages:
+        offs.append(len(blob))
+        blob += msg + b"\xc0\x0c\x3f"  # junk after each message must never be read
+    data = np.frombuffer(bytes(blob), dtype=np.uint8)
+    lengths = np.array([len(m) for m in messages], dtype=np.int64)
+    return parse_questions(data, np.array(offs, dtype=np.int64), lengths)
+
+
+def check_against_reference(messages: list[bytes]) -> None:
+    got = parse_many(messages)
+    for i, msg in enumerate(messages):
+        want = reference(msg)
+        if want[0] != "ok":
+            assert REASONS[got.reason[i]] == want[0], (msg, want)
+            continue
+        assert got.reason[i] == -1, (msg, REASONS[got.reason[i]])
+        assert bytes(got.qname[i, : got.qlen[i]]) == want[1]
+        assert not got.qname[i, got.qlen[i] :].any()
+        assert (int(got.qtype[i]), int(got.response[i])) == (want[2], want[3])
+
+
+def name(*labels: bytes) -> bytes:
+    return b"".join(bytes([len(x)]) + x for x in labels) + b"\x00"
+
+
+def test_plain_and_compressed_names() -> None:
+    question = name(b"www", b"example", b"com") + struct.pack(">HH", 16, 1)
+    response = bytearray(HEADER + question)
+    response[2] |= 0x80
+    # nothing precedes the first question but the header, so a pointer there is never valid
+    compressed = HEADER + b"\x01a\xc0\x0c" + struct.pack(">HH", 1, 1)
+    messages = [HEADER + question, bytes(response), HEADER + b"\x00" + bytes(4), compressed]
+    check_against_reference(messages)
+    got = parse_many(messages)
+    assert bytes(got.qname[0, : got.qlen[0]]) == b"www.example.com"
+    assert got.qtype[0] == 16 and not got.response[0] and got.response[1]
+    assert got.qlen[2] == 0 and got.reason[2] == -1  # the root name
+    assert REASONS[got.reason[3]] == "dns-bad-pointer"
+
+
+def test_hostile_names_are_rejected_with_their_reason() -> None:
+    cases = {
+        "dns-bad-pointer": [
+            HEADER + b"\xc0\x0c" + bytes(4),  # points at itself: a loop
+            HEADER + b"\xc0\x20" + bytes(40),  # forward
+            HEADER + b"\xff\xff" + bytes(4),  # far out of range
+            HEADER + b"\xc0\x02" + bytes(4),  # into the header
+            HEADER + b"\x01a\xc0\x0e" + bytes(4),  # loops back onto its own pointer
+        ],
+        "dns-bad-label": [HEADER + b"\x40" + b"a" * 64 + b"\x00" + bytes(4)],
+        "dns-name-too-long": [HEADER + name(*[b"a" * 63] * 5) + bytes(4)],
+        "dns-truncated": [HEADER + b"\x05ab", HEADER + name(b"abc"), HEADER + b"\xc0"],
+        "dns-short": [HEADER[:11]],
+        "dns-no-question": [struct.pack(">HHHHHH", 1, 0, 0, 0, 0, 0) + name(b"a") + bytes(4)],
+    }
+    for reason, messages in cases.items():
+        got = parse_many(messages)
+        assert [REASONS[r] for r in got.reason] == [reason] * len(messages), reason
+        assert not got.qname.any() and not got.qlen.any()
+    check_against_reference([m for ms in cases.values() for m in ms])
+
+
+def test_name_of_exactly_255_bytes_is_kept() -> None:
+    labels = [b"a" * 63] * 3 + [b"b" * 61]  # 4 * 64 - 2 + 1 = 255 bytes on the wire
+    msg = HEADER + name(*labels) + struct.pack(">HH", 1, 1)
+    got = parse_many([msg])
+    assert got.reason[0] == -1 and got.qlen[0] == 253
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=80), min_size=1, max_size=20))
+def test_random_messages_agree_with_reference(tails: list[bytes]) -> None:
+    messages = [HEADER + tail for tail in tails] + [tail for tail in tails if len(tail) < 12]
+    check_against_reference(messages)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.binary(min_size=0, max_size=66), min_size=0, max_size=6),
+            st.integers(0, 0xFFFF),
+            st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=3),
+        ),
+        min_size=1,
+        max_size=15,
+    )
+)
+def test_mutated_names_agree_with_reference(specs: list) -> None:
+    messages = []
+    for labels, qtype, edits in specs:
+        wire = b"".join(bytes([min(len(x), 255)]) + x for x in labels) + b"\x00"
+        msg = bytearray(HEADER + wire + struct.pack(">HH", qtype, 1))
+        for at, value in edits:  # stray pointers, bad lengths, truncation
+            if at < len(msg):
+                msg[at] = value
+        messages.append(bytes(msg))
+    check_against_reference(messages)
+
+
+def test_ttl_offsets_cover_every_record() -> None:
+    from scapy.all import DNS, DNSQR, DNSRR
+
+    msg = bytes(
+        DNS(
+            id=7,
+            qr=1,
+            qd=DNSQR(qname="a.example.com"),
+            an=[
+                DNSRR(rrname="a.example.com", ttl=0x01020304, rdata="1.2.3.4"),
+                DNSRR(rrname="a.example.com", ttl=0x05060708, rdata="5.6.7.8"),
+            ],
+            ns=[DNSRR(rrname="example.com", type="NS", ttl=0x0A0B0C0D, rdata="ns.example.com")],
+        )
+    )
+    data = np.frombuffer(b"xx" + msg, dtype=np.uint8)
+    rows, pos = rr_ttl_offsets(data, np.array([2]), np.array([len(msg)]))
+    found = sorted(data[p : p + 4].tobytes() for p in pos)
+    assert list(rows) == [0, 0, 0]
+    assert found == sorted([b"\x01\x02\x03\x04", b"\x05\x06\x07\x08", b"\x0a\x0b\x0c\x0d"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=12, max_size=300))
+def test_ttl_walk_is_bounded_on_garbage(tail: bytes) -> None:
+    msg = struct.pack(">HHHHHH", 1, 0, 3, 0xFFFF, 0xFFFF, 0xFFFF) + tail
+    data = np.frombuffer(msg, dtype=np.uint8)
+    rows, pos = rr_ttl_offsets(data, np.array([0]), np.array([len(msg)]))
+    assert ((pos >= 12) & (pos + 4 <= len(msg))).all()
+
+
+def test_qtype_names() -> None:
+    assert qtype_names(np.array([1, 16, 65534, 28])) == ["A", "TXT", "TYPE65534", "AAAA"]
