@@ -22,8 +22,8 @@ import numpy as np
 
 from exfil import labels as lab
 from exfil.cli import UserError, configure, format_config, run
-from exfil.dnsparse import qtype_names
 from exfil.files import atomic_path, save_json, save_npy, sha256_file
+from exfil.packets import PACKET_COLUMNS, csv_block, format_flag, packet_fields
 from exfil.pcapread import capture_paths, check_capture, map_captures, read_dns, with_progress
 
 # -----------------------------------------------------------------------------
@@ -39,52 +39,6 @@ PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS
 CHUNK = 65536  # capture records decoded at once (bounds memory)
 WORKERS = 0  # processes for several captures (0 = one per core)
 # -----------------------------------------------------------------------------
-
-ESCAPE = np.zeros(256, dtype=bool)  # bytes written as \DDD in packets.csv names
-ESCAPE[:0x21] = ESCAPE[0x7F:] = True
-ESCAPE[[ord("\\"), ord(","), ord('"')]] = True
-
-
-def present(qname: np.ndarray, qlen: np.ndarray) -> list[str]:
-    """Presentation text of each name; rows needing escapes take the slow path."""
-    width = int(qlen.max()) if len(qlen) else 0
-    names = np.ascontiguousarray(qname[:, :width])
-    dirty = (ESCAPE[names] & (np.arange(width) < qlen[:, None])).any(1)
-    rows = names.view(f"S{max(width, 1)}").ravel().tolist() if width else [b""] * len(qlen)
-    text = b"\n".join(rows).decode("latin-1").split("\n") if rows else []
-    for row in np.flatnonzero(dirty):
-        raw = qname[row, : qlen[row]].tolist()
-        text[row] = "".join(f"\\{b:03d}" if ESCAPE[b] else chr(b) for b in raw)
-    return [name or "." for name in text]
-
-
-def csv_lines(name: str, batch, label: np.ndarray) -> str:  # noqa: ANN001
-    """packets.csv rows for a batch; columns are made by numpy, joined once per row."""
-    micros = np.round(np.nan_to_num(batch.time) * 1e6).astype(np.int64)
-    seconds, fraction = np.divmod(micros, 1_000_000)
-    stamps = [f"{s}.{f:06d}" for s, f in zip(seconds.tolist(), fraction.tolist(), strict=True)]
-    for row in np.flatnonzero(np.isnan(batch.time)):  # pcapng simple packet blocks
-        stamps[row] = "nan"
-    if any(c in name for c in ',"\n'):
-        name = '"' + name.replace('"', '""') + '"'
-    columns = zip(
-        batch.record.tolist(),
-        stamps,
-        lab.format_addresses(batch.src).tolist(),
-        lab.format_addresses(batch.dst).tolist(),
-        batch.sport.tolist(),
-        batch.dport.tolist(),
-        present(batch.qname, batch.qlen),
-        qtype_names(batch.qtype),
-        batch.response.astype(np.int8).tolist(),
-        label.tolist(),
-        strict=True,
-    )
-    lines = [
-        f"{name},{r},{s},{a},{b},{p},{q},{n},{t},{x},{y}\n"
-        for r, s, a, b, p, q, n, t, x, y in columns
-    ]
-    return "".join(lines)
 
 
 def label_capture(path: Path, out: Path) -> dict:
@@ -107,7 +61,7 @@ def label_capture(path: Path, out: Path) -> dict:
     stats: dict = {}
     parts: dict[str, list] = {"label": [], "klass": [], "file": []}
     part = out / f".packets.csv.part-{os.getpid()}-{uuid.uuid4().hex}"  # unique per capture run
-    with open(part, "w", encoding="utf-8", newline="") as handle:
+    with open(part, "wb") as handle:
         for batch in with_progress(read_dns(path, PORTS, CHUNK, stats), path):
             if RULE == "domain":
                 label = lab.domain_labels(batch.qname, batch.qlen, domains)
@@ -122,7 +76,8 @@ def label_capture(path: Path, out: Path) -> dict:
             parts["label"].append(label)
             parts["klass"].append(klass.astype(np.int16))
             parts["file"].append(lab.file_rows(batch.record, batch.qname, batch.qlen, files))
-            handle.write(csv_lines(str(path), batch, label))
+            columns = packet_fields(str(path), batch)  # as detect.py's scores.csv spells them
+            handle.write(csv_block([*map(columns.get, PACKET_COLUMNS), format_flag(label)]))
     arrays = {k: np.concatenate(v) if v else np.zeros(0, np.int16) for k, v in parts.items()}
     classes = truth.get("classes") if record_class is not None else ["benign", "malicious"]
     return {
@@ -169,7 +124,7 @@ def merge(results: list[dict], out: Path) -> None:
         )
     labels = np.concatenate([r["label"] for r in results]).astype(np.int8)
     with atomic_path(out / "packets.csv") as temporary, open(temporary, "wb") as handle:
-        handle.write(b"capture,packet,time,src,dst,sport,dport,qname,qtype,response,label\n")
+        handle.write(",".join([*PACKET_COLUMNS, "label"]).encode() + b"\n")
         for result in results:
             with open(result["part"], "rb") as part:
                 shutil.copyfileobj(part, handle, 1 << 22)

@@ -13,9 +13,12 @@ import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import SimpleNamespace
 
 import numpy as np
 from publicsuffixlist import PublicSuffixList
+
+from exfil.features import extras
 
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
@@ -63,20 +66,18 @@ def _alphabet_bits(alphabet: set[str]) -> float:
     return 8.0
 
 
-def name_signals(qname: str) -> dict[str, float]:
-    """The human-readable signals an analyst checks first on one name."""
-    labels = qname.split(".")
-    chars = qname.replace(".", "")
-    counts = np.bincount(np.frombuffer(chars.encode("latin-1", "replace"), np.uint8), minlength=256)
-    probabilities = counts[counts > 0] / max(len(chars), 1)
-    return {
-        "length": float(len(qname)),
-        "labels": float(len(labels)),
-        "longest_label": float(max((len(label) for label in labels), default=0)),
-        "digits": sum(c.isdigit() for c in chars) / max(len(chars), 1),
-        "uppercase": sum(c.isupper() for c in chars) / max(len(chars), 1),
-        "entropy": float(-(probabilities * np.log2(probabilities)).sum()),
-    }
+SIGNALS = ("name_len", "labels", "longest_label", "digit_ratio", "upper_ratio", "entropy")
+
+
+def name_signals(qname: np.ndarray, qlen: np.ndarray) -> np.ndarray:
+    """float32 (n, len(SIGNALS)): the human-readable signals an analyst checks first.
+
+    Computed by the same vectorised code as ng.py's optional extra features.
+    """
+    if not len(qlen):
+        return np.zeros((0, len(SIGNALS)), np.float32)
+    names = SimpleNamespace(qname=qname, qlen=qlen, qtype=np.zeros(len(qlen), np.uint16))
+    return extras(names, SIGNALS)
 
 
 @dataclass
@@ -95,11 +96,11 @@ class DomainAlert:
     clients: set[str] = field(default_factory=set)
     examples: list[str] = field(default_factory=list)
     alphabet: set[str] = field(default_factory=set)
-    signal_sums: dict[str, float] = field(default_factory=dict)
+    signal_sums: np.ndarray = field(default_factory=lambda: np.zeros(len(SIGNALS)))
     unigram_sum: np.ndarray | None = None
     raised: bool = False
 
-    def add(self, qname: str, client: str, when: float, score: float) -> None:
+    def add(self, qname: str, client: str, when: float, score: float, signals: np.ndarray) -> None:
         self.queries += 1
         self.first_seen = min(self.first_seen, when)
         self.last_seen = max(self.last_seen, when)
@@ -114,8 +115,7 @@ class DomainAlert:
             self.data_chars += len(payload)
             if len(self.alphabet) < 256:
                 self.alphabet.update(payload)
-            for key, value in name_signals(qname).items():
-                self.signal_sums[key] = self.signal_sums.get(key, 0.0) + value
+            self.signal_sums += signals
         if len(self.clients) < MAX_TRACKED_CLIENTS:
             self.clients.add(client)
         if len(self.examples) < EXAMPLES and qname not in self.examples:
@@ -134,8 +134,7 @@ class DomainAlert:
         self.name_bytes += other.name_bytes
         self.data_chars += other.data_chars
         self.alphabet |= other.alphabet
-        for key, value in other.signal_sums.items():
-            self.signal_sums[key] = self.signal_sums.get(key, 0.0) + value
+        self.signal_sums += other.signal_sums
         self.clients.update(list(other.clients)[: max(MAX_TRACKED_CLIENTS - len(self.clients), 0)])
         self.examples = (self.examples + [e for e in other.examples if e not in self.examples])[
             :EXAMPLES
@@ -149,13 +148,14 @@ class DomainAlert:
 
     def summary(self, benign_unigram_mean: np.ndarray | None, total: int | None = None) -> dict:
         unique = len(self.names)
-        signals = {k: round(v / max(unique, 1), 3) for k, v in self.signal_sums.items()}
+        means = self.signal_sums / max(unique, 1)
+        signals = {key: round(float(value), 3) for key, value in zip(SIGNALS, means, strict=True)}
         estimated = int(self.data_chars * _alphabet_bits(self.alphabet) / 8)
         why = [
-            f"mean name length {signals.get('length', 0):.0f}",
-            f"{signals.get('labels', 0):.1f} labels, longest {signals.get('longest_label', 0):.0f}",
-            f"entropy {signals.get('entropy', 0):.2f} bits/char",
-            f"digits {signals.get('digits', 0):.0%}, uppercase {signals.get('uppercase', 0):.0%}",
+            f"mean name length {signals['name_len']:.0f}",
+            f"{signals['labels']:.1f} labels, longest {signals['longest_label']:.0f}",
+            f"entropy {signals['entropy']:.2f} bits/char",
+            f"digits {signals['digit_ratio']:.0%}, uppercase {signals['upper_ratio']:.0%}",
             f"{unique}{'+' if self.names_overflow else ''} unique names of {self.queries} queries",
         ]
         if self.unigram_sum is not None and benign_unigram_mean is not None:
@@ -229,35 +229,44 @@ class AlertBook:
         times: np.ndarray,
         scores: np.ndarray,
         malicious: np.ndarray,
+        name_bytes: np.ndarray,
+        name_len: np.ndarray,
         unigrams: np.ndarray | None = None,
     ) -> list[str]:
-        """Add one batch (parallel arrays, every DNS packet); return domains newly alerted."""
+        """Add one batch of every DNS packet; return domains newly alerted.
+
+        Parallel per-packet inputs: names as text and as a uint8 (n, W) matrix with lengths,
+        client addresses, times, scores, flags, and optionally the qname unigrams that the
+        "why" of an alert compares with the benign traffic.
+        """
         domains = self._registered(qnames)
         totals = self.totals
         for domain, count in Counter(domains).items():
             totals[domain] = totals.get(domain, 0) + count
         flagged = np.flatnonzero(malicious)
         if unigrams is not None:
-            benign = ~malicious.astype(bool)
-            batch_sum = unigrams[benign].sum(axis=0, dtype=np.float64)
-            self._benign_sum = (
-                batch_sum if self._benign_sum is None else self._benign_sum + batch_sum
-            )
-            self._benign_count += int(benign.sum())
-        touched = {}
-        for i in flagged:
+            benign_sum = unigrams.sum(axis=0, dtype=np.float64)
+            benign_sum -= unigrams[flagged].sum(axis=0, dtype=np.float64)
+            if self._benign_sum is not None:
+                benign_sum += self._benign_sum
+            self._benign_sum = benign_sum
+            self._benign_count += len(qnames) - len(flagged)
+        signals = name_signals(name_bytes[flagged], name_len[flagged]).astype(np.float64)
+        rows_of: dict[str, list[int]] = {}
+        for k, i in enumerate(flagged.tolist()):
             domain = domains[i]
             alert = self.domains.get(domain)
             if alert is None:
                 alert = self.domains[domain] = DomainAlert(domain, float(times[i]), float(times[i]))
-            alert.add(qnames[i], clients[i], float(times[i]), float(scores[i]))
+            alert.add(qnames[i], clients[i], float(times[i]), float(scores[i]), signals[k])
+            rows_of.setdefault(domain, []).append(i)
+        raised = []
+        for domain, rows in rows_of.items():
+            alert = self.domains[domain]
             self.domains.move_to_end(domain)
             if unigrams is not None:
-                row = unigrams[i].astype(np.float64)
-                alert.unigram_sum = row if alert.unigram_sum is None else alert.unigram_sum + row
-            touched[domain] = alert
-        raised = []
-        for domain, alert in touched.items():
+                add = unigrams[rows].sum(axis=0, dtype=np.float64)
+                alert.unigram_sum = add if alert.unigram_sum is None else alert.unigram_sum + add
             if not alert.raised and self._is_alert(alert):
                 alert.raised = True
                 raised.append(domain)

@@ -14,12 +14,18 @@ def test_registered_domain_is_public_suffix_aware():
 
 def batch(names, malicious, start=0.0, client="10.0.0.66"):
     n = len(names)
+    width = max(len(name) for name in names)
+    matrix = np.zeros((n, width), np.uint8)
+    for row, name in enumerate(names):
+        matrix[row, : len(name)] = np.frombuffer(name.encode(), np.uint8)
     return (
         list(names),
         [client] * n,
         np.arange(n, dtype=np.float64) + start,
         np.where(malicious, 0.9, 0.1).astype(np.float32),
         np.asarray(malicious, dtype=bool),
+        matrix,
+        np.array([len(name) for name in names], np.int32),
     )
 
 
@@ -41,6 +47,8 @@ def test_alerts_group_flagged_packets_and_estimate_bytes():
     assert alert["estimated_bytes_exfiltrated"] == 10 * 40 * 4 // 8
     assert alert["first_seen"] == 0.0 and alert["last_seen"] == 9.0
     assert "'f'" in alert["why"][-1]
+    assert alert["signals"]["name_len"] == len(hex_names[0]) and alert["signals"]["labels"] == 3
+    assert 0.5 < alert["signals"]["digit_ratio"] <= 1.0
     assert "evil.net" in format_alerts(alerts)
 
 
