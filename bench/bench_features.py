@@ -7,9 +7,9 @@
 Builds (unless --capture is given) a pcap of PACKETS DNS frames by tiling a few thousand
 realistic frames (benign lookups and responses, DET-style 67-byte exfiltration names) with new
 timestamps; times, on one core: the library path (read + parse + domain labels + qname unigrams
-+ name bytes, no files written), then `ld.py` and `ng.py` as the user runs them (files written),
-and scapy's rdpcap + DNS decoding on the first SCAPY_PACKETS records. Prints packets/s of each,
-the ratio, and peak memory (RSS) of each step.
++ name bytes, no files written; best of LIBRARY_PASSES passes, each printed), then `ld.py` and
+`ng.py` as the user runs them (files written), and scapy's rdpcap + DNS decoding on the first
+SCAPY_PACKETS records. Prints packets/s of each, the ratio, and peak memory (RSS) of each step.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ TEMPLATES = 4000  # distinct frames tiled to build it
 SCAPY_PACKETS = 3000  # records of the capture read by scapy for comparison
 SCRIPTS = True  # also time ld.py + ng.py end to end (they write their outputs)
 SEED = 1  # randomness of the built capture
+LIBRARY_PASSES = 3  # library passes timed; the best CPU time counts (the machine is shared)
 # -----------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,8 +128,7 @@ def library_pass(path: Path) -> tuple[int, float, float]:
     for batch in read_dns(path):
         if len(buffer) < len(batch):
             buffer = np.zeros((len(batch), 256), dtype=np.float32)
-        rows = buffer[: len(batch)]
-        rows.fill(0)
+        rows = buffer[: len(batch)]  # unigrams overwrites every cell: no zeroing needed
         domain_labels(batch.qname, batch.qlen, [_EXFIL])
         unigrams(batch, "qname", "log1p", out=rows)
         qname_matrix(batch, 256)
@@ -193,8 +193,10 @@ def main() -> None:
                 f"built {path} ({path.stat().st_size / 1e6:.0f} MB) in "
                 f"{time.perf_counter() - start:.1f} s"
             )
-        kept, wall, cpu = library_pass(path)
+        passes = [library_pass(path) for _ in range(max(LIBRARY_PASSES, 1))]
+        kept, wall, cpu = min(passes, key=lambda p: p[2])
         fast = kept / cpu
+        print(f"library passes, CPU s: {' '.join(f'{p[2]:.2f}' for p in passes)} (best below)")
         print(
             f"library (read+parse+labels+unigrams+names), one core: {kept} DNS packets in "
             f"{wall:.2f} s wall ({kept / wall:,.0f} packets/s), {cpu:.2f} s CPU "

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from exfil.pcapformat import window
+
 QNAME_MAX = 256  # presentation names are at most 253 bytes, so this row width always holds one
 MAX_JUMPS = 64  # compression pointers followed per name (real messages use one or two)
 MAX_RRS = 512  # resource records walked per message when looking for TTLs
@@ -32,7 +34,8 @@ REASONS = (
     "dns-name-too-long",  # name over 255 bytes on the wire
 )
 SHORT, NO_QUESTION, TRUNCATED, BAD_LABEL, BAD_POINTER, TOO_LONG = range(len(REASONS))
-_KEEP = np.tri(QNAME_MAX + 1, QNAME_MAX, -1, dtype=np.uint8) * np.uint8(255)  # row q: q x 0xFF
+# row q: q bytes 0xFF, then zeros; ANDed onto a row of bytes it keeps only the first q
+PREFIX_MASK = np.tri(QNAME_MAX + 1, QNAME_MAX, -1, dtype=np.uint8) * np.uint8(255)
 
 
 @dataclass
@@ -70,6 +73,34 @@ def ragged(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.cumsum(step), np.cumsum(jump)
 
 
+def _walk_labels(data: np.ndarray, first: np.ndarray, end: np.ndarray) -> tuple:
+    """Follow plain length bytes from `first`: (stop position, byte there, dot marks).
+
+    A name stops at the first byte that is not a 1-63 length, or at the message end; `marks`
+    holds (row, position) of every length byte after the first (a dot in presentation form).
+    Rows still walking after 128 labels (longer than any legal name) get stop byte 0xFF.
+    """
+    clip = max(len(data) - 1, 0)
+    stop, stop_byte = first.copy(), np.full(len(first), 0xFF, dtype=np.uint8)
+    live, pos, e = np.arange(len(first)), first, end
+    marks = []
+    for step in range(128):  # a 255-byte name has at most 127 labels
+        if not len(live):
+            break
+        b = data.take(np.minimum(pos, clip))
+        go = (b - np.uint8(1) < 0x3F) & (pos < e)  # uint8: 0 wraps to 255
+        if not go.all():
+            ended = np.flatnonzero(~go)
+            stop[live[ended]], stop_byte[live[ended]] = pos[ended], b[ended]
+            going = np.flatnonzero(go)
+            live, pos, e, b = live[going], pos[going], e[going], b[going]
+        if step:
+            marks.append((live, pos))
+        pos = pos + 1 + b
+    stop[live] = pos
+    return stop, stop_byte, marks
+
+
 def parse_questions(data: np.ndarray, msg_off: np.ndarray, msg_len: np.ndarray) -> Questions:
     """Parse the header and first question of every message data[off : off + len].
 
@@ -81,41 +112,43 @@ def parse_questions(data: np.ndarray, msg_off: np.ndarray, msg_len: np.ndarray) 
     off = np.asarray(msg_off, dtype=np.int64)
     end = off + np.asarray(msg_len, dtype=np.int64)
     n, clip = len(off), max(len(data) - 2, 0)
-    rows = np.flatnonzero(np.asarray(msg_len) >= 12)
-    head = off[rows]
-    rows = rows[_u16(data, head + 4) > 0]
+    head = window(data, off, 12)  # bytes past a short message are never used
+    rows = np.flatnonzero((end - off >= 12) & (head[:, 4:6].view(">u2")[:, 0] > 0))
     first = off[rows] + 12  # the first length byte
-    pos, e = first.copy(), end[rows]
-    live = np.arange(len(rows))
-    marks = []  # (row index, position) of each interior length byte: a dot in presentation
-    for step in range(128):  # a 255-byte name has at most 127 labels
-        if not len(live):
-            break
-        p = pos[live]
-        b = data.take(np.minimum(p, clip)).astype(np.int64)
-        go = (b > 0) & (b < 0x40) & (p < e[live])
-        if step:
-            marks.append((live[go], p[go]))
-        pos[live] = np.where(go, p + 1 + b, p)
-        live = live[go]
-    stopped = data.take(np.minimum(pos, clip))
-    good = (stopped == 0) & (pos < e) & (pos - first < 255) & (pos + 5 <= e)
-    good[live] = False
-    good_rows = rows[good]
-    fast = np.zeros(n, dtype=bool)
-    fast[good_rows] = True
-    slow = _careful(data, off, end, fast)
-    sizes = np.maximum(pos[good] - first[good] - 1, 0)
+    pos, stopped, marks = _walk_labels(data, first, end[rows])
+    good = (stopped == 0) & (pos - first < 255) & (pos + 5 <= end[rows])
+    every = len(rows) == n and bool(good.all())
+    good_rows = rows if every else rows[good]
+    if not every:
+        pos, first = pos[good], first[good]
+    sizes = np.maximum(pos - first - 1, 0)
+    if every:  # the usual case: no message needs the careful pass
+        slow = Questions(
+            np.full(n, -1, dtype=np.int8),
+            np.zeros((n, 0), dtype=np.uint8),
+            sizes.astype(np.int32),
+            np.zeros(n, dtype=np.uint16),
+            np.zeros(n, dtype=bool),
+        )
+    else:
+        fast = np.zeros(n, dtype=bool)
+        fast[good_rows] = True
+        slow = _careful(data, off, end, fast)
     width = max(int(sizes.max()) if len(sizes) else 0, int(slow.qlen.max()) if n else 0, 1)
-    names = _window(data, first[good] + 1, width)
-    names &= _KEEP[:, :width][sizes]  # what follows the name (zero byte, type...) -> padding
+    names = window(data, first + 1, width)
+    names &= PREFIX_MASK[:, :width][sizes]  # what follows the name (zero byte, type...) -> padding
+    # walked row -> flat offset of its name's first byte in `names`, less that byte's position
     where = np.full(len(rows), -1, dtype=np.int64)
-    where[good] = np.arange(len(good_rows))
+    where[good] = np.arange(len(good_rows)) * width
+    shift = where - (off[rows] + 13)
+    flat = names.reshape(-1)
     for live, p in marks:
-        at = where[live]
-        keep = at >= 0
-        names[at[keep], p[keep] - first[live[keep]] - 1] = ord(".")
-    if len(good_rows) == n:
+        if every:
+            flat[p + shift[live]] = ord(".")
+        else:
+            keep = where[live] >= 0
+            flat[p[keep] + shift[live[keep]]] = ord(".")
+    if every:
         slow.qname = names
     else:
         qname = np.zeros((n, width), dtype=np.uint8)
@@ -123,22 +156,10 @@ def parse_questions(data: np.ndarray, msg_off: np.ndarray, msg_len: np.ndarray) 
         qname[good_rows] = names
         slow.qname = qname
     slow.qlen[good_rows] = sizes
-    slow.qtype[good_rows] = _u16(data, np.minimum(pos[good] + 1, clip))
-    slow.response[good_rows] = (data.take(off[good_rows] + 2) >> 7).astype(bool)
+    slow.qtype[good_rows] = _u16(data, np.minimum(pos + 1, clip))
+    slow.response[good_rows] = (head[good_rows, 2] >> 7).astype(bool)
     slow.reason[good_rows] = -1
     return slow
-
-
-def _window(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """(n, width) bytes from each start, copied row by row through a sliding window view."""
-    if len(data) < width:
-        return data.take(np.minimum(starts[:, None] + np.arange(width), len(data) - 1))
-    view = np.lib.stride_tricks.sliding_window_view(data, width)
-    out = view[np.minimum(starts, len(view) - 1)]
-    late = np.flatnonzero(starts >= len(view))  # the last messages of the file
-    if len(late):
-        out[late] = data.take(np.minimum(starts[late, None] + np.arange(width), len(data) - 1))
-    return out
 
 
 def _careful(data: np.ndarray, off: np.ndarray, end: np.ndarray, skip: np.ndarray) -> Questions:

@@ -18,13 +18,17 @@ label. Every function works row by row, so chunked use gives exactly the one-sho
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from exfil.dnsparse import QNAME_MAX, ragged, rr_ttl_offsets
+from exfil.dnsparse import PREFIX_MASK, QNAME_MAX, ragged, rr_ttl_offsets
+from exfil.pcapformat import window
 
 SCOPES = ("qname", "dns", "udp")
 TRANSFORMS = ("log1p", "raw", "log2", "log10", "l1")
 BLOCK_ROWS = 512  # rows histogrammed together: the int64 count buffer (1 MiB) stays in cache
+NAME_BLOCK_ROWS = 1024  # the same for names (at most 128 bins per row for ASCII names)
 EXTRA_FEATURES = (  # optional hand-made features (see `extras`)
     "name_len",  # bytes in the presentation name
     "labels",  # label count
@@ -64,6 +68,7 @@ def scope_bytes(batch, scope: str = "qname") -> tuple[np.ndarray, np.ndarray, np
 
 
 # --------------------------------------------------------------------------- histograms
+@functools.lru_cache(maxsize=8)
 def _lookup(transform: str, largest: int) -> np.ndarray:
     """Value of each count 0..largest under the transform (l1 is divided later)."""
     counts = np.arange(largest + 1, dtype=np.float64)
@@ -74,90 +79,172 @@ def _lookup(transform: str, largest: int) -> np.ndarray:
         raise ValueError(f"unknown transform {transform!r}; expected one of {TRANSFORMS}")
     table = np.zeros(largest + 1, dtype=np.float64)
     table[1:] = 1.0 + log(counts[1:])
-    return table.astype(np.float32)
+    table = table.astype(np.float32)
+    table.flags.writeable = False  # shared between calls
+    return table
 
 
-def _fill(out: np.ndarray, counts: np.ndarray, table: np.ndarray, lengths, transform) -> None:  # noqa: ANN001
-    """out (rows, 256) <- transformed counts (rows * 256,), touching only non-zero bins."""
-    hit = np.flatnonzero(counts)
-    flat = out.reshape(-1)
-    flat[hit] = table[counts[hit]]
+def _transform(out: np.ndarray, counts: np.ndarray, table: np.ndarray, lengths, transform) -> None:  # noqa: ANN001
+    """out (rows, 256) <- transformed counts (rows, 256): every cell written, zeros included.
+
+    One table lookup per cell (`take` with mode="wrap" skips the per-index bounds check; the
+    counts are always inside the table) costs less than finding and scattering the non-zero
+    cells, and it leaves no need to zero `out` first.
+    """
+    np.take(table, counts, out=out, mode="wrap")
     if transform == "l1":
-        flat[hit] /= lengths[hit // 256]
+        out /= np.maximum(lengths, 1)[:, None]
+
+
+def _output(out: np.ndarray | None, n: int) -> np.ndarray:
+    return np.empty((n, 256), dtype=np.float32) if out is None else out
 
 
 def histograms(values, row, lengths, transform: str = "log1p", out=None) -> np.ndarray:  # noqa: ANN001
     """Transformed 256-bin counts per row from flattened (value, row) pairs sorted by row."""
     n = len(lengths)
-    out = np.zeros((n, 256), dtype=np.float32) if out is None else out
+    out = _output(out, n)
     table = _lookup(transform, int(lengths.max()) if n else 0)
     bounds = np.searchsorted(row, np.arange(0, n + BLOCK_ROWS, BLOCK_ROWS))
     for block, first in enumerate(range(0, n, BLOCK_ROWS)):
         a, b = bounds[block], bounds[block + 1]
         rows = min(BLOCK_ROWS, n - first)
         keys = (row[a:b] - first) * 256 + values[a:b]
-        counts = np.bincount(keys, minlength=rows * 256)
-        _fill(out[first : first + rows], counts, table, lengths[first : first + rows], transform)
+        counts = np.bincount(keys, minlength=rows * 256).reshape(rows, 256)
+        part = slice(first, first + rows)
+        _transform(out[part], counts, table, lengths[part], transform)
     return out
 
 
-_COMMON = b"\x00-.0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_BY_RANK = np.array(list(_COMMON) + [b for b in range(256) if b not in _COMMON], np.intp)
-_RANK = np.argsort(_BY_RANK)  # byte -> rank: the usual name bytes come first
-_SCATTER = (np.arange(BLOCK_ROWS)[:, None] * 256 + _BY_RANK[: len(_COMMON)]).reshape(-1)
+_BANDS = ((0, 32), (32, 64), (64, 128), (128, 256))  # name columns counted together
+_COVER = np.repeat([32, 64, 128, 256], [33, 32, 64, 128])  # name length -> columns counted
+_BASES = {bins: np.arange(NAME_BLOCK_ROWS, dtype=np.intp)[:, None] * bins for bins in (128, 256)}
 
 
 def name_histograms(
     names: np.ndarray, qlen: np.ndarray, transform: str = "log1p", out=None
 ) -> np.ndarray:  # noqa: ANN001,E501
-    """Histograms of zero-padded name rows, counted over the usual name alphabet when it fits.
+    """Histograms of zero-padded name rows, straight from the (n, W) name matrix.
 
-    Bytes are mapped to ranks with the usual name bytes (letters, digits, '-', '.', padding)
-    first; a block of names using only those needs a 65-bin count per row instead of 256, so
-    the counting, table lookups and scatter cost a quarter. Blocks with other bytes take 256
-    bins. Padding is counted as byte 0, then taken off.
+    Per block of rows, one bincount of row * bins + byte keys. Column bands (0-32, 32-64, ...)
+    are only counted for the rows long enough to reach them, so one long name does not make
+    every short name of its block pay for its padding; the padding that is counted (as byte
+    0) is taken off afterwards. Blocks of ASCII names count 128 bins, not 256.
     """
     n = len(qlen)
-    out = np.zeros((n, 256), dtype=np.float32) if out is None else out
+    out = _output(out, n)
     table = _lookup(transform, QNAME_MAX)
-    flat = out.reshape(-1)
-    for first in range(0, n, BLOCK_ROWS):
-        size = qlen[first : first + BLOCK_ROWS].astype(np.intp)
+    for first in range(0, n, NAME_BLOCK_ROWS):
+        size = qlen[first : first + NAME_BLOCK_ROWS].astype(np.intp)
         rows, width = len(size), int(size.max()) if len(size) else 0
+        part = slice(first, first + rows)
         if not width:
+            out[part] = 0
             continue
-        rank = _RANK.take(np.ascontiguousarray(names[first : first + rows, :width]))
-        bins = len(_COMMON) if rank.max() < len(_COMMON) else 256
-        keys = rank + (np.arange(rows, dtype=np.intp) * bins)[:, None]
-        counts = np.bincount(keys.reshape(-1), minlength=rows * bins).reshape(rows, bins)
-        counts[:, 0] -= width - size  # rank 0 is byte 0: the padding
-        values = table[counts]
-        if transform == "l1":
-            values /= np.maximum(size, 1)[:, None]
+        block = names[part]
+        bins = 128 if int(block[:, :width].max()) < 128 else 256
+        base = _BASES[bins][:rows]
+        keys = []
+        for lo, hi in _BANDS:
+            if width <= lo:
+                break
+            if lo:
+                sub = np.flatnonzero(size > lo)
+                keys.append(np.add(block[sub, lo : min(hi, width)], base[sub], dtype=np.intp))
+            else:
+                keys.append(np.add(block[:, : min(hi, width)], base, dtype=np.intp))
+        keys = np.concatenate([k.reshape(-1) for k in keys])
+        counts = np.bincount(keys, minlength=rows * bins).reshape(rows, bins)
+        counts[:, 0] -= np.minimum(_COVER[size], width) - size  # byte 0 in the padding
         if bins == 256:
-            out[first : first + rows] = values.take(_RANK, axis=1)
+            _transform(out[part], counts, table, size, transform)
         else:
-            flat[_SCATTER[: rows * bins] + first * 256] = values.reshape(-1)
+            low = np.empty((rows, bins), dtype=np.float32)  # contiguous: a faster take
+            _transform(low, counts, table, size, transform)
+            out[part, :bins] = low
+            out[part, bins:] = 0
+    return out
+
+
+def _span_cover(size: np.ndarray) -> np.ndarray:
+    """Columns counted for a row of `size` bytes in span_histograms' bands."""
+    small = np.maximum(-(-size // 64), 1) * 64
+    return np.where(size > 256, -(-size // 256) * 256, small)
+
+
+def span_histograms(
+    data: np.ndarray, starts, lengths, transform: str = "log1p", out=None, zeroed=None
+) -> np.ndarray:  # noqa: ANN001
+    """Transformed 256-bin counts of data[start : start + length] per row, as `histograms`.
+
+    `zeroed` (rows, positions), if given, names bytes counted as 0 (ids, TTLs). The bytes are
+    read as row copies in bands of columns (64 wide up to 256, then 256 wide), each band only
+    for the rows that reach it; bytes past a row's end are masked to 0 and taken off byte 0's
+    count afterwards. Nothing is flattened byte by byte; the capture itself is never written.
+    """
+    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    n = len(lengths)
+    out = _output(out, n)
+    table = _lookup(transform, int(lengths.max()) if n else 0)
+    z_row, z_pos = (np.zeros(0, np.int64),) * 2 if zeroed is None else zeroed
+    order = np.argsort(z_row, kind="stable")
+    z_row, z_pos = z_row[order], z_pos[order]
+    z_bounds = np.searchsorted(z_row, np.arange(0, n + BLOCK_ROWS, BLOCK_ROWS))
+    for block, first in enumerate(range(0, n, BLOCK_ROWS)):
+        size, begin = lengths[first : first + BLOCK_ROWS], starts[first : first + BLOCK_ROWS]
+        rows, width = len(size), int(size.max())
+        zr = z_row[z_bounds[block] : z_bounds[block + 1]] - first
+        zp = z_pos[z_bounds[block] : z_bounds[block + 1]] - begin[zr]  # offset in its row
+        keys, edges = [], [*range(0, 256, 64), *range(256, max(width, 1), 256)]
+        for lo, hi in zip(edges, [*edges[1:], 1 << 62], strict=True):
+            if lo >= max(width, 1):
+                break
+            sub = np.arange(rows) if not lo else np.flatnonzero(size > lo)
+            span = min(hi, max(width, 1)) - lo
+            rows_here = window(data, begin[sub] + lo, span)
+            rows_here &= PREFIX_MASK[:, :span][np.clip(size[sub] - lo, 0, span)]
+            inside = (zp >= lo) & (zp < lo + span)
+            at = np.searchsorted(sub, zr[inside]) * span + zp[inside] - lo
+            rows_here.reshape(-1)[at] = 0
+            keys.append(np.add(rows_here, _BASES[256][sub], dtype=np.intp).reshape(-1))
+        counts = np.bincount(np.concatenate(keys), minlength=rows * 256).reshape(rows, 256)
+        covered = np.minimum(_span_cover(size), max(width, 1))
+        counts[:, 0] -= covered - size  # byte 0 in the masked padding
+        _transform(out[first : first + rows], counts, table, size, transform)
     return out
 
 
 def unigrams(batch, scope: str = "qname", transform: str = "log1p", out=None) -> np.ndarray:  # noqa: ANN001
     """float32 (n, 256) byte histogram of each DNS packet (see the module docstring).
 
-    `out`, if given, must be a zeroed float32 (n, 256) array; reusing one buffer across chunks
-    saves the page faults of a fresh allocation (the dominant cost on some machines).
+    `out`, if given, is a float32 (n, 256) array that is overwritten (it need not be zeroed);
+    reusing one buffer across chunks saves the page faults of a fresh allocation (the dominant
+    cost on some machines).
     """
     if scope == "qname":
         return name_histograms(batch.qname, batch.qlen, transform, out)
-    values, row, lengths = scope_bytes(batch, scope)
-    return histograms(values, row, lengths, transform, out)
+    if scope == "udp":
+        lengths = batch.msg_off + batch.msg_len - batch.l4_off
+        return span_histograms(batch.data, batch.l4_off, lengths, transform, out)
+    if scope != "dns":
+        raise ValueError(f"unknown scope {scope!r}; expected one of {SCOPES}")
+    lengths = np.asarray(batch.msg_len, dtype=np.int64)
+    ids = np.flatnonzero(lengths >= 2)
+    ttl_row, ttl_pos = rr_ttl_offsets(batch.data, batch.msg_off, lengths)
+    rows = np.concatenate([ids, ids, np.repeat(ttl_row, 4)])
+    at = (ttl_pos[:, None] + np.arange(4)).reshape(-1)
+    positions = np.concatenate([batch.msg_off[ids], batch.msg_off[ids] + 1, at])
+    return span_histograms(batch.data, batch.msg_off, lengths, transform, out, (rows, positions))
 
 
 def qname_matrix(batch, width: int = QNAME_MAX) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
     """Question names as uint8 (n, width), zero-padded or cut, and their true lengths."""
     names = batch.qname[:, :width]
     if width > names.shape[1]:
-        names = np.pad(names, ((0, 0), (0, width - names.shape[1])))
+        padded = np.empty((len(names), width), dtype=np.uint8)
+        padded[:, : names.shape[1]] = names
+        padded[:, names.shape[1] :] = 0
+        names = padded
     return np.ascontiguousarray(names), batch.qlen.astype(np.int32)
 
 

@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from exfil.cli import UserError
+from exfil.pcapformat import window
 
 RULES = ("domain", "time", "hosts")
-_LOWER = np.arange(256, dtype=np.uint8)
-_LOWER[ord("A") : ord("Z") + 1] += 32
 
 
 # --------------------------------------------------------------------------- sidecars
@@ -70,22 +69,29 @@ def load_logs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- rules
 def domain_labels(qname: np.ndarray, qlen: np.ndarray, domains: list[str]) -> np.ndarray:
-    """1 where the name equals or is under one of `domains` (case-insensitive)."""
+    """1 where the name equals or is under one of `domains` (case-insensitive).
+
+    Only each name's last len(domain) + 1 bytes are looked at, and only for names whose byte
+    at the domain's start already matches: one byte test per name, then a row copy and a
+    comparison for the few candidates. Case folding ORs 0x20 into the bytes where the domain
+    has a letter a-z, which maps exactly 'A'-'Z' onto 'a'-'z' there and nothing else onto them.
+    """
     found = np.zeros(len(qlen), dtype=bool)
-    rows = np.arange(len(qlen))
+    width = qname.shape[1]
+    flat = np.ascontiguousarray(qname).reshape(-1)
+    base = np.arange(len(qlen), dtype=np.int64) * width
     for domain in domains:
         want = np.frombuffer(domain.strip(".").lower().encode(), dtype=np.uint8)
         size = len(want)
-        if not size:
+        if not size or size > width:
             continue
-        fits = qlen >= size
-        at = np.maximum(qlen - size, 0)  # only the name's last size + 1 bytes are looked at
-        if size > qname.shape[1]:
-            continue
-        at = np.minimum(at, qname.shape[1] - size) + rows * qname.shape[1]  # flat positions
-        same = (_LOWER.take(qname.take(at[:, None] + np.arange(size))) == want).all(1)
-        edge = (qlen == size) | (qname.take(np.maximum(at - 1, 0)) == ord("."))
-        found |= fits & same & edge
+        fold = np.where((want >= ord("a")) & (want <= ord("z")), 0x20, 0).astype(np.uint8)
+        at = np.minimum(np.maximum(qlen - size, 0), width - size) + base  # flat positions
+        rows = np.flatnonzero(((flat.take(at) | fold[0]) == want[0]) & (qlen >= size))
+        at = at[rows]
+        same = ((window(flat, at, size) | fold) == want).all(1)
+        edge = (qlen[rows] == size) | (flat.take(np.maximum(at - 1, 0)) == ord("."))
+        found[rows[same & edge]] = True
     return found.astype(np.int8)
 
 

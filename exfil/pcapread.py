@@ -5,57 +5,57 @@
     for batch in read_dns("x.pcap", ports=(53,), stats=stats):
         batch.qname, batch.qlen, batch.qtype, batch.response   # one row per DNS message
 
-Why this shape: scapy decodes ~2,500 packets/s; walking record headers in one tight loop and
-then decoding link, IP, UDP/TCP and DNS headers for a whole chunk of records at once with numpy
-fancy indexing is several hundred times faster. Chunks hold a constant number of records, so
-memory stays bounded on captures bigger than RAM (the file itself is only mapped, never read
-whole). Malformed records are skipped and counted by reason in `stats`; a file that is not a
-capture, or is cut inside its file header, raises `exfil.cli.UserError`.
+Why this shape: scapy decodes ~2,500 packets/s; walking record headers in one tight loop
+(`exfil.pcapformat`) and then decoding link, IP, UDP/TCP and DNS headers for a whole chunk of
+records at once with numpy fancy indexing is several hundred times faster. Records in the
+common shape (Ethernet, IPv4 without options or fragmentation, UDP on a DNS port) are decoded
+from one fixed 42-byte window each; every other record takes the general path below, which
+gives the same answer for the common shape too. Malformed records are skipped and counted by
+reason in `stats`; a file that is not a capture, or is cut inside its file header, raises
+`exfil.cli.UserError`.
 
-Formats: pcap (µs and ns magic, either byte order) and pcapng (SHB/IDB/EPB/SPB and the obsolete
-PB; several sections and interfaces, each with its link type and if_tsresol/if_tsoffset).
 Link types: Ethernet with up to three 802.1Q/802.1ad tags, Linux SLL and SLL2, raw IP (101, 12,
 14, 228, 229), BSD null/loopback (0, 108). IPv4 (fragments skipped) and IPv6 (hop-by-hop,
 routing and destination-option headers skipped over; fragments skipped).
 DNS over TCP: each segment's payload is read as one or more complete `length + message` pairs
 starting at the segment start; there is no stream reassembly, so a message split across
 segments is skipped and counted ("tcp-partial"). Every such message becomes its own row, all
-carrying the segment's record index. In pcapng, record indices count packet blocks only.
+carrying the segment's record index.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import repeat
-from pathlib import Path
 
 import numpy as np
 
-from exfil.cli import UserError
 from exfil.dnsparse import REASONS, parse_questions
+from exfil.pcapformat import (  # noqa: F401 (callers import these from here)
+    MAX_CAPLEN,
+    capture_paths,
+    check_capture,
+    map_captures,
+    records,
+    window,
+    with_progress,
+)
 
 # --------------------------------------------------------------------------- constants
-CHUNK_RECORDS = 65536  # records decoded together: bounds memory, amortises numpy call overhead
-MAX_CAPLEN = 262144  # a record claiming more is corrupt (Wireshark's limit); stop reading there
+CHUNK_RECORDS = 8192  # records decoded together: small enough that a chunk stays in cache
 MAX_TCP_MESSAGES = 64  # DNS messages looked for in one TCP segment
 
-PCAP_MAGIC = {  # magic as read little-endian -> (byte order, timestamp units per second)
-    0xA1B2C3D4: ("<", 10**6),
-    0xD4C3B2A1: (">", 10**6),
-    0xA1B23C4D: ("<", 10**9),
-    0x4D3CB2A1: (">", 10**9),
-}
-PCAPNG_SHB = 0x0A0D0D0A
 ETHERNET, NULL, LOOP, SLL, SLL2 = 1, 0, 108, 113, 276
 RAW_LINKS = (101, 12, 14, 228, 229)
 VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 V6_EXT_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options: skipped over
 AF_INET6 = (10, 24, 28, 30)  # Linux, OpenBSD/NetBSD, FreeBSD, macOS
 IP_VERSION_KIND = np.array([0] * 4 + [0x0800, 0, 0x86DD] + [0] * 9)  # raw IP: nibble -> type
+FAST_WIDTH = 42  # Ethernet (14) + IPv4 without options (20) + UDP (8) header bytes
+COLUMNS = (("ipver", np.uint8), ("src", np.uint8), ("dst", np.uint8), ("sport", np.uint16),
+           ("dport", np.uint16), ("proto", np.uint8), ("l4_off", np.int64),
+           ("msg_off", np.int64), ("msg_len", np.int64))  # fmt: skip
 
 
 @dataclass
@@ -84,160 +84,12 @@ class DnsBatch:
         return len(self.record)
 
 
-# --------------------------------------------------------------------------- file level
-def _map(path: str | os.PathLike) -> np.ndarray:
-    with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            raise UserError(f"{path}: empty file, not a pcap or pcapng capture")
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    return np.frombuffer(mapped, dtype=np.uint8)  # the array keeps the mapping alive
-
-
+# --------------------------------------------------------------------------- link, IP, transport
 def _u16(data: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Big-endian (network order) uint16 at each position; positions are pre-clipped."""
     return (data.take(pos).astype(np.int64) << 8) | data.take(pos + 1)
 
 
-def _fields(data: np.ndarray, offs: np.ndarray, start: int, count: int, order: str) -> np.ndarray:
-    """(n, count) uint32 header fields at offs + start, in the file's byte order."""
-    raw = data.take((offs + start)[:, None] + np.arange(4 * count))
-    return raw.view(order + "u4").astype(np.int64)
-
-
-def _walk(buf: memoryview, off: int, limit: int, fmt: str, length_at: int, extra: int) -> list:
-    """Offsets of up to `limit` chained records: next = off + extra + u32 at off + length_at.
-
-    The only per-record Python loop of the reader (~0.15 µs/record); everything else is numpy.
-    The last offset may lie past the end of the file (checked by the caller).
-    """
-    out: list[int] = []
-    append = out.append
-    unpack = struct.Struct(fmt).unpack_from
-    try:
-        for _ in repeat(None, limit):
-            append(off)
-            off += extra + unpack(buf, off + length_at)[0]
-    except struct.error:
-        pass
-    return out
-
-
-# --------------------------------------------------------------------------- pcap
-def _pcap_records(data: np.ndarray, buf: memoryview, chunk: int, stats: dict) -> Iterator[tuple]:
-    if len(data) < 24:
-        raise UserError("capture cut inside its 24-byte pcap file header")
-    order, units = PCAP_MAGIC[int(data[:4].view("<u4")[0])]
-    linktype = struct.unpack_from(order + "I", buf, 20)[0] & 0x0FFFFFFF
-    off, index, end = 24, 0, len(data)
-    while off < end:
-        offs = np.asarray(_walk(buf, off, chunk, order + "I", 8, 16), dtype=np.int64)
-        offs = offs[offs < end]
-        if len(offs) == 0:
-            break
-        whole = offs + 16 <= end
-        if not whole.all():
-            stats["truncated-record"] = stats.get("truncated-record", 0) + 1
-            offs = offs[whole]
-        head = _fields(data, offs, 0, 4, order)  # ts_sec, ts_frac, incl_len, orig_len
-        bad = np.flatnonzero(head[:, 2] > MAX_CAPLEN)
-        stop = len(offs) < chunk
-        if len(bad):
-            stats["bad-caplen"] = stats.get("bad-caplen", 0) + 1
-            offs, head, stop = offs[: bad[0]], head[: bad[0]], True
-        caplen = head[:, 2]
-        cut = offs + 16 + caplen > end
-        if cut.any():  # only the last record can run past the end of the file
-            stats["truncated-record"] = stats.get("truncated-record", 0) + int(cut.sum())
-            caplen = np.where(cut, 0, caplen)
-        time = head[:, 0] + head[:, 1] / units
-        links = np.full(len(offs), linktype, dtype=np.int64)
-        yield index + np.arange(len(offs)), time, offs + 16, caplen, links, cut
-        index += len(offs)
-        if stop:
-            break
-        off = int(offs[-1] + 16 + caplen[-1])
-
-
-# --------------------------------------------------------------------------- pcapng
-def _tsresol(code: int) -> int:
-    return 2 ** (code & 0x7F) if code & 0x80 else 10 ** (code & 0x7F)
-
-
-def _idb(buf: memoryview, off: int, blen: int, order: str) -> tuple[int, int, float]:
-    """(link type, timestamp units per second, offset seconds) from an interface block."""
-    linktype = struct.unpack_from(order + "H", buf, off + 8)[0]
-    units, shift, pos, stop = 10**6, 0.0, off + 16, off + blen - 4
-    while pos + 4 <= stop:
-        code, size = struct.unpack_from(order + "HH", buf, pos)
-        if code == 0 or pos + 4 + size > stop:
-            break
-        if code == 9 and size >= 1:
-            units = _tsresol(buf[pos + 4])
-        elif code == 14 and size >= 8:
-            shift = float(struct.unpack_from(order + "q", buf, pos + 4)[0])
-        pos += 4 + (size + 3) // 4 * 4
-    return linktype, units, shift
-
-
-def _pcapng_records(data: np.ndarray, buf: memoryview, chunk: int, stats: dict) -> Iterator:
-    end, off, index = len(data), 0, 0
-    order, ifaces = "<", []
-    while off + 12 <= end:
-        btype = struct.unpack_from("<I", buf, off)[0]
-        if btype == PCAPNG_SHB:
-            if off + 12 > end:
-                break
-            order = "<" if struct.unpack_from("<I", buf, off + 8)[0] == 0x1A2B3C4D else ">"
-            ifaces = []
-        blen = struct.unpack_from(order + "I", buf, off + 4)[0]
-        if blen < 12 or blen % 4 or off + blen > end:
-            stats["bad-block"] = stats.get("bad-block", 0) + 1
-            return
-        btype = struct.unpack_from(order + "I", buf, off)[0]
-        if btype == 1:
-            ifaces.append(_idb(buf, off, blen, order))
-        if btype not in (2, 3, 6):
-            off += blen
-            continue
-        # a run of blocks up to the next SHB/IDB; packets decoded with numpy
-        offs = _walk(buf, off, chunk, order + "I", 4, 0)
-        offs = np.asarray(offs, dtype=np.int64)
-        offs = offs[offs + 12 <= end]
-        head = _fields(data, offs, 0, 2, order)
-        ok = (head[:, 1] >= 12) & (head[:, 1] % 4 == 0) & (offs + head[:, 1] <= end)
-        first_other = np.flatnonzero(~ok | ~np.isin(head[:, 0], (2, 3, 6)))
-        if len(first_other):  # the outer loop handles (or rejects) that block
-            offs, head = offs[: first_other[0]], head[: first_other[0]]
-        yield _packet_blocks(data, offs, head, order, ifaces, index, stats)
-        index += len(offs)
-        off = int(offs[-1] + head[-1, 1])
-
-
-def _packet_blocks(data, offs, head, order, ifaces, index, stats) -> tuple:  # noqa: ANN001
-    """Decode a run of EPB/SPB/PB blocks: (records, time, data offset, caplen, link, cut)."""
-    btype, blen = head[:, 0], head[:, 1]
-    body = _fields(data, offs, 8, 5, order)  # EPB: iface, ts_hi, ts_lo, caplen, origlen
-    simple = btype == 3
-    iface = np.where(
-        btype == 2, body[:, 0] >> 16 if order == ">" else body[:, 0] & 0xFFFF, body[:, 0]
-    )
-    iface = np.where(simple, 0, iface)
-    caplen = np.where(simple, np.minimum(body[:, 0], blen - 16), body[:, 3])
-    bad = (caplen > blen - np.where(simple, 16, 32)) | (iface >= len(ifaces))
-    links = np.full(len(offs), -1, dtype=np.int64)
-    time = np.full(len(offs), np.nan)
-    ticks = (body[:, 1] << 32) | body[:, 2]
-    for number, (linktype, units, shift) in enumerate(ifaces):
-        mine = (iface == number) & ~bad
-        links[mine] = linktype
-        time[mine & ~simple] = (ticks // units + (ticks % units) / units + shift)[mine & ~simple]
-    if bad.any():
-        stats["bad-block"] = stats.get("bad-block", 0) + int(bad.sum())
-    start = offs + np.where(simple, 12, 28)
-    return index + np.arange(len(offs)), time, start, np.where(bad, 0, caplen), links, bad
-
-
-# --------------------------------------------------------------------------- link, IP, transport
 def _count(stats: dict, reason: str, mask: np.ndarray) -> None:
     n = int(np.count_nonzero(mask))
     if n:
@@ -380,25 +232,88 @@ def _transport(data: np.ndarray, proto, l4, ip_end, ports, stats) -> tuple:  # n
     return tuple(part[order] for part in parts)
 
 
+# --------------------------------------------------------------------------- fast path
+def _be16(rows: np.ndarray, column: int) -> np.ndarray:
+    """Big-endian uint16 at `column` of each window row (a strided view, no copy)."""
+    return rows[:, column : column + 2].view(">u2")[:, 0]
+
+
+def _mapped(rows: np.ndarray, column: int) -> np.ndarray:
+    """(n, 16) IPv4-mapped addresses ::ffff:a.b.c.d from the 4 bytes at `column`."""
+    out = np.zeros((len(rows), 16), dtype=np.uint8)
+    out.view(np.uint16)[:, 5] = 0xFFFF  # bytes 10-11, whatever the machine's byte order
+    out.view(np.uint32)[:, 3] = rows[:, column : column + 4].view(np.uint32)[:, 0]  # as is
+    return out
+
+
+def _port_match(sport: np.ndarray, dport: np.ndarray, ports: np.ndarray) -> np.ndarray:
+    """Either port in `ports`; a few comparisons beat np.isin for the usual one or two."""
+    if len(ports) > 4:
+        return np.isin(sport, ports) | np.isin(dport, ports)
+    found = np.zeros(len(sport), dtype=bool)
+    for port in ports.tolist():
+        found |= (sport == port) | (dport == port)
+    return found
+
+
+def _fast(data: np.ndarray, start, caplen, links, ports) -> tuple:  # noqa: ANN001
+    """(record rows, message columns) of the records in the common Ethernet/IPv4/UDP shape.
+
+    Only records the general path would keep without counting anything are taken: Ethernet
+    without tags, IPv4 with a 20-byte header, no fragment, UDP with sound lengths, either port
+    in `ports`. Everything else is left to the general path.
+    """
+    w = window(data, start, FAST_WIDTH)
+    total, ulen = _be16(w, 16), _be16(w, 38)
+    sport, dport = _be16(w, 34), _be16(w, 36)
+    ok = (links == ETHERNET) & (caplen >= FAST_WIDTH) & (_be16(w, 12) == 0x0800)
+    ok &= (w[:, 14] == 0x45) & (w[:, 23] == 17) & (((w[:, 20] & 0x3F) | w[:, 21]) == 0)
+    ok &= (total >= 28) & (ulen >= 8) & _port_match(sport, dport, ports)
+    rows = np.flatnonzero(ok)
+    if len(rows) < len(ok):
+        w, total, ulen, sport, dport = w[rows], total[rows], ulen[rows], sport[rows], dport[rows]
+        start, caplen = start[rows], caplen[rows]
+    size = np.minimum(
+        np.minimum(total.astype(np.int64) + 14, caplen) - 42, ulen.astype(np.int64) - 8
+    )
+    four, udp = np.full(len(rows), 4), np.full(len(rows), 17)
+    values = (four, _mapped(w, 26), _mapped(w, 30), sport, dport, udp, start + 34, start + 42, size)
+    return rows, _columns(values)
+
+
+def _general(data: np.ndarray, start, caplen, links, dead, ports, stats) -> tuple:  # noqa: ANN001
+    """(record rows, message columns) through link, IP and transport decoding of any shape."""
+    _count(stats, "zero-length", (caplen == 0) & ~dead)
+    sel = np.flatnonzero(caplen > 0)
+    end = start[sel] + caplen[sel]
+    l3, net = _link(data, start[sel], end, links[sel], stats)
+    src, dst, proto, l4, ip_end = _ip(data, l3, end, net, stats)
+    rows, sport, dport, l4_off, msg_off, msg_len = _transport(data, proto, l4, ip_end, ports, stats)
+    values = (net[rows], src[rows], dst[rows], sport, dport, proto[rows], l4_off, msg_off, msg_len)
+    return sel[rows], _columns(values)
+
+
+def _columns(values: tuple) -> dict:
+    """Message columns by name, in DnsBatch's dtypes (no copy where they already match)."""
+    return {
+        k: np.asarray(v).astype(t, copy=False) for (k, t), v in zip(COLUMNS, values, strict=True)
+    }
+
+
+def _messages(data: np.ndarray, start, caplen, links, dead, ports, stats) -> tuple:  # noqa: ANN001
+    """(record rows, message columns) of every DNS message candidate, in record order."""
+    rows, columns = _fast(data, start, caplen, links, ports)
+    if len(rows) == len(start):
+        return rows, columns
+    rest = np.flatnonzero(np.isin(np.arange(len(start)), rows, invert=True))
+    more, extra = _general(data, start[rest], caplen[rest], links[rest], dead[rest], ports, stats)
+    rows = np.concatenate([rows, rest[more]])
+    order = np.argsort(rows, kind="stable")  # one record is either fast or general
+    columns = {k: np.concatenate([v, extra[k]])[order] for k, v in columns.items()}
+    return rows[order], columns
+
+
 # --------------------------------------------------------------------------- public API
-def _records(path: str | os.PathLike, chunk: int, stats: dict) -> Iterator[tuple]:
-    """Yield (data, records, time, data offset, caplen, link type, dead) per chunk of records."""
-    data = _map(path)
-    buf = memoryview(data)
-    magic = int(data[:4].view("<u4")[0]) if len(data) >= 4 else None
-    if magic in PCAP_MAGIC:
-        chunks = _pcap_records(data, buf, chunk, stats)
-    elif magic == PCAPNG_SHB:
-        bom = bytes(data[8:12])
-        if len(data) < 28 or bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
-            raise UserError(f"{path}: cut inside its pcapng section header, or not pcapng")
-        chunks = _pcapng_records(data, buf, chunk, stats)
-    else:
-        raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number)")
-    for parts in chunks:
-        yield (data, *parts)
-
-
 def read_dns(
     path: str | os.PathLike,
     ports: tuple[int, ...] | list[int] = (53,),
@@ -414,38 +329,32 @@ def read_dns(
     stats.setdefault("records", 0)
     stats.setdefault("dns_packets", 0)
     ports = np.asarray(sorted(set(ports)), dtype=np.int64)
-    for data, rec, time, start, caplen, links, dead in _records(path, chunk_records, stats):
+    for data, rec, time, start, caplen, links, dead in records(path, chunk_records, stats):
         stats["records"] += len(rec)
-        _count(stats, "zero-length", (caplen == 0) & ~dead)
-        sel = np.flatnonzero(caplen > 0)
-        l3, net = _link(data, start[sel], start[sel] + caplen[sel], links[sel], stats)
-        src, dst, proto, l4, ip_end = _ip(data, l3, start[sel] + caplen[sel], net, stats)
-        rows, sport, dport, l4_off, msg_off, msg_len = _transport(
-            data, proto, l4, ip_end, ports, stats
-        )
-        q = parse_questions(data, msg_off, msg_len)
-        for code, reason in enumerate(REASONS):
-            _count(stats, reason, q.reason == code)
-        ok = np.flatnonzero(q.reason < 0)
-        rows = rows[ok]
-        stats["dns_packets"] += len(ok)
+        rows, columns = _messages(data, start, caplen, links, dead, ports, stats)
+        q = parse_questions(data, columns["msg_off"], columns["msg_len"])
+        failed = np.bincount(q.reason + 1, minlength=len(REASONS) + 1)
+        for reason, count in zip(REASONS, failed[1:].tolist(), strict=True):
+            if count:
+                stats[reason] = stats.get(reason, 0) + count
+        kept = int(failed[0])
+        stats["dns_packets"] += kept
+        if kept < len(rows):  # drop malformed messages (rare: skip the copies otherwise)
+            ok = np.flatnonzero(q.reason < 0)
+            rows, columns = rows[ok], {k: v[ok] for k, v in columns.items()}
+            for field in ("qname", "qlen", "qtype", "response"):
+                setattr(q, field, getattr(q, field)[ok])
+        every = len(rows) == len(rec) and bool((rows == np.arange(len(rows))).all())
+        picked = slice(None) if every else rows
         yield DnsBatch(
-            record=rec[sel[rows]].astype(np.int64),
-            time=time[sel[rows]].astype(np.float64),
-            ipver=net[rows].astype(np.uint8),
-            src=src[rows],
-            dst=dst[rows],
-            sport=sport[ok].astype(np.uint16),
-            dport=dport[ok].astype(np.uint16),
-            proto=proto[rows].astype(np.uint8),
-            l4_off=l4_off[ok],
-            msg_off=msg_off[ok],
-            msg_len=msg_len[ok].astype(np.int64),
-            qname=q.qname[ok],
-            qlen=q.qlen[ok],
-            qtype=q.qtype[ok],
-            response=q.response[ok],
+            record=rec[picked].astype(np.int64),
+            time=time[picked].astype(np.float64),
+            qname=q.qname,
+            qlen=q.qlen,
+            qtype=q.qtype,
+            response=q.response,
             data=data,
+            **columns,
         )
 
 
@@ -455,75 +364,3 @@ def capture_stats(path: str | os.PathLike, ports: tuple[int, ...] = (53,)) -> di
     for _ in read_dns(path, ports, stats=stats):
         pass
     return stats
-
-
-# --------------------------------------------------------------------------- many captures
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")  # picked from folders
-LIST_SUFFIXES = (".txt", ".list", ".lst")  # text files naming one capture per line
-
-
-def capture_paths(arguments: list[str]) -> list[Path]:
-    """Expand capture arguments: files, folders (their captures, sorted), and name lists."""
-    found: list[Path] = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in CAPTURE_SUFFIXES)
-        elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip() and not line.lstrip().startswith("#"):
-                    name = Path(line.strip())
-                    found += capture_paths(
-                        [str(name if name.is_absolute() else path.parent / name)]
-                    )
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UserError(f"{argument}: no such capture, folder or list")
-    if not found:
-        raise UserError("no captures given (files, folders of captures, or lists of them)")
-    return found
-
-
-def check_capture(path: str | os.PathLike) -> None:
-    """Raise UserError now if `path` is not a capture, before any work or output starts."""
-    with open(path, "rb") as handle:
-        head = handle.read(28)
-    magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else None
-    if magic in PCAP_MAGIC and len(head) >= 24:
-        return
-    if magic == PCAPNG_SHB and len(head) >= 28:
-        return
-    if magic in PCAP_MAGIC or magic == PCAPNG_SHB:
-        raise UserError(f"{path}: capture cut inside its file header")
-    raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number)")
-
-
-def map_captures(work, paths: list, workers: int = 0) -> list:  # noqa: ANN001
-    """[work(path) for path in paths], in order, on up to `workers` processes (0 = cores)."""
-    workers = min(workers or os.cpu_count() or 1, len(paths))
-    if workers <= 1:
-        return [work(path) for path in paths]
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return pool.map(work, paths, chunksize=1)
-
-
-def with_progress(batches: Iterator[DnsBatch], path: str | os.PathLike) -> Iterator[DnsBatch]:
-    """Pass batches through, showing a tqdm bar over the file's bytes when stderr is a tty."""
-    import sys
-
-    from tqdm import tqdm
-
-    done = 0
-    total = os.path.getsize(path)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=Path(path).name,
-              disable=not sys.stderr.isatty(), leave=False) as bar:  # fmt: skip
-        for batch in batches:
-            if len(batch):
-                reached = int(batch.msg_off[-1] + batch.msg_len[-1])
-                bar.update(max(reached - done, 0))
-                done = max(done, reached)
-            yield batch
-        bar.update(max(total - done, 0))

@@ -187,3 +187,38 @@ def test_ttl_walk_is_bounded_on_garbage(tail: bytes) -> None:
 
 def test_qtype_names() -> None:
     assert qtype_names(np.array([1, 16, 65534, 28])) == ["A", "TXT", "TYPE65534", "AAAA"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.binary(min_size=1, max_size=63), min_size=0, max_size=8),
+            st.integers(0, 6),
+            st.sampled_from([b"", b"\xc0\x0c", b"\xc0\x0e", b"\x41x", b"\x05ab"]),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_fast_pass_agrees_with_careful_pass(specs: list) -> None:
+    """Plain names take a shortcut; the careful pass alone must give the same answers."""
+    from exfil.dnsparse import _careful
+
+    messages = []
+    for labels, cut, tail in specs:
+        wire = b"".join(bytes([len(x)]) + x for x in labels)
+        messages.append((HEADER + wire + (tail or b"\x00") + b"\x00\x10\x00\x01")[: -cut or None])
+    got = parse_many(messages)
+    blob = b"\xee" * 5 + b"".join(m + b"\xc0\x0c\x3f" for m in messages)
+    offs = np.cumsum([5] + [len(m) + 3 for m in messages[:-1]])
+    lengths = np.array([len(m) for m in messages], dtype=np.int64)
+    data = np.frombuffer(blob, dtype=np.uint8)
+    want = _careful(data, offs, offs + lengths, np.zeros(len(messages), dtype=bool))
+    for field in ("reason", "qlen", "qtype", "response"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+    padded = []
+    for names in (got.qname, want.qname):
+        padded.append(np.zeros((len(messages), 256), dtype=np.uint8))
+        padded[-1][:, : names.shape[1]] = names
+    np.testing.assert_array_equal(padded[0], padded[1])

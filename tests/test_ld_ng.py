@@ -284,3 +284,71 @@ def test_same_capture_twice_in_one_process_and_extras(tmp_path: Path) -> None:
     info = json.loads((out / "features.json").read_text())
     assert info["packets"] == 48 and info["extras"] == ["name_len", "entropy"]
     assert not list(out.glob(".*"))  # no part files left behind
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([0, 1, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 253]), min_size=1,
+             max_size=2500),
+    st.sampled_from(TRANSFORMS),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)  # fmt: skip
+def test_name_histograms_overwrite_out_across_bands(
+    lengths: list, transform: str, seed: int, ascii_only: bool
+) -> None:
+    """Names of every band length share blocks; `out` need not be zeroed; ASCII and not."""
+    rng = np.random.default_rng(seed)
+    top = 128 if ascii_only else 256
+    names = [bytes(rng.integers(1, top, size).astype(np.uint8)) for size in lengths]
+    matrix = np.zeros((len(names), QNAME_MAX), dtype=np.uint8)
+    for i, name in enumerate(names):
+        matrix[i, : len(name)] = list(name)
+    out = np.full((len(names), 256), np.nan, dtype=np.float32)
+    got = name_histograms(matrix, np.array(lengths, dtype=np.int32), transform, out=out)
+    assert got is out
+    for i in rng.choice(len(names), size=min(len(names), 40), replace=False):
+        want = np.zeros(256)
+        for byte, count in Counter(names[i]).items():
+            want[byte] = count
+        if transform == "l1":
+            want /= max(len(names[i]), 1)
+        elif transform != "raw":
+            fn = {"log1p": np.log, "log2": np.log2, "log10": np.log10}[transform]
+            want = np.where(want > 0, 1 + fn(np.maximum(want, 1)), 0)
+        np.testing.assert_allclose(got[i], want, rtol=1e-6)
+
+
+def test_unigrams_overwrite_out_for_every_scope(tmp_path: Path) -> None:
+    path = write_pcap(tmp_path / "cap.pcap", traffic(3))
+    for batch in read_dns(path):
+        for scope in ("qname", "dns", "udp"):
+            for transform in TRANSFORMS:
+                fresh = unigrams(batch, scope, transform)
+                dirty = np.full((len(batch), 256), 7.5, dtype=np.float32)
+                unigrams(batch, scope, transform, out=dirty)
+                np.testing.assert_array_equal(fresh, dirty)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.text("aAzZ-.@`[{\r\x0d0_", max_size=30), min_size=1, max_size=40),
+    st.lists(st.text("az-.0_@`", min_size=1, max_size=8), min_size=1, max_size=3),
+)
+def test_domain_labels_match_a_plain_reference(names: list, domains: list) -> None:
+    """Case folding touches letters only: '@' is not '`', '\\r' is not '-', '[' is not '{'."""
+    from exfil.labels import domain_labels
+
+    raw = [name.encode() for name in names]
+    matrix = np.zeros((len(raw), max(max(len(r) for r in raw), 1)), dtype=np.uint8)
+    for i, name in enumerate(raw):
+        matrix[i, : len(name)] = list(name)
+    got = domain_labels(matrix, np.array([len(r) for r in raw], dtype=np.int32), domains)
+
+    def lower(text: bytes) -> bytes:
+        return bytes(b + 32 if 65 <= b <= 90 else b for b in text)
+
+    for i, name in enumerate(raw):
+        wanted = [d.strip(".").lower().encode() for d in domains]
+        hit = any(w and (lower(name) == w or lower(name).endswith(b"." + w)) for w in wanted)
+        assert got[i] == hit, (name, domains)

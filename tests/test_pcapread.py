@@ -252,3 +252,95 @@ def test_zero_length_and_huge_caplen_records(tmp_path: Path) -> None:
     stats = {}
     assert [r[0] for r in rows_of(path, stats=stats)] == [0]
     assert stats["bad-caplen"] == 1
+
+
+# --------------------------------------------------------------------------- fast path
+FIELDS = ("record", "time", "ipver", "src", "dst", "sport", "dport", "proto", "l4_off",
+          "msg_off", "msg_len", "qlen", "qtype", "response")  # fmt: skip
+
+
+def everything(path: Path, general_only: bool = False, **kw) -> tuple[dict, dict, list]:  # noqa: ANN003
+    """Every column of every batch, the stats, and the names; optionally with the fast path
+    switched off (no record qualifies when no link type is Ethernet)."""
+    import exfil.pcapread as pcapread
+
+    real = pcapread._fast
+    if general_only:
+        pcapread._fast = lambda data, start, caplen, links, ports: real(
+            data, start, caplen, np.full_like(links, -1), ports
+        )
+    try:
+        stats: dict = {}
+        columns: dict = {field: [] for field in FIELDS}
+        names = []
+        for b in read_dns(path, stats=stats, **kw):
+            for field in FIELDS:
+                columns[field].append(getattr(b, field))
+            names += [bytes(b.qname[i, : b.qlen[i]]) for i in range(len(b))]
+            assert not any(b.qname[i, b.qlen[i] :].any() for i in range(len(b)))
+    finally:
+        pcapread._fast = real
+    joined = {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}
+    return joined, stats, names
+
+
+def same_results(a: tuple, b: tuple) -> None:
+    assert a[1] == b[1] and a[2] == b[2]
+    for field in FIELDS:
+        assert a[0][field].dtype == b[0][field].dtype, field
+        np.testing.assert_array_equal(a[0][field], b[0][field], err_msg=field)
+
+
+def odd_frames() -> list[bytes]:
+    """Ethernet frames the fast path must leave alone, mixed with ones it takes."""
+    udp = UDP(sport=4000, dport=53) / query("a.example.com")
+    return [
+        bytes(ETHER / IP(src="10.0.0.1", dst="10.0.0.2") / udp),
+        bytes(ETHER / Dot1Q(vlan=5) / IP() / udp),  # tagged
+        bytes(ETHER / IP(options=b"\x01\x01\x01\x01") / udp),  # IPv4 options
+        bytes(ETHER / IP(flags="MF") / udp),  # fragment
+        bytes(ETHER / IP() / UDP(sport=53, dport=53, len=7) / query("bad.len")),  # UDP len < 8
+        bytes(ETHER / IP(len=30) / udp),  # IP total length cuts the UDP payload
+        bytes(ETHER / IP() / UDP(sport=53, dport=9) / query("c" * 60 + ".example")),
+        bytes(ETHER / IP() / udp)[:40],  # snaplen cut inside the UDP header
+        bytes(ETHER / IP() / UDP(sport=1, dport=2) / query("other.port")),
+    ]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8192])
+def test_fast_path_agrees_with_general_path(tmp_path: Path, chunk: int) -> None:
+    eth = frames(1)
+    mixed = [f for pair in zip(eth * 2, odd_frames() * 2, strict=False) for f in pair]
+    path = write_pcap(tmp_path / "m.pcap", mixed + odd_frames(), 1)
+    fast = everything(path, chunk_records=chunk)
+    same_results(fast, everything(path, general_only=True, chunk_records=chunk))
+    assert fast[2].count(b"a.example.com") >= 6 and b"c" * 60 + b".example" in fast[2]
+    same_results(fast, everything(path, chunk_records=10**6))  # chunked == one shot
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 4_000), st.binary(min_size=1, max_size=3)), max_size=6))
+def test_fast_path_agrees_with_general_path_on_damaged_frames(edits: list) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = write_pcap(Path(scratch) / "d.pcap", frames(1) + odd_frames(), 1)
+        blob = bytearray(path.read_bytes())
+        for at, value in edits:  # keep the file header, damage the frames
+            at = 24 + at % (len(blob) - 24)
+            blob[at : at + len(value)] = value
+        path.write_bytes(bytes(blob))
+        fast = everything(path, chunk_records=5)
+        same_results(fast, everything(path, general_only=True, chunk_records=5))
+
+
+def test_window_reads_rows_and_clips_at_the_end() -> None:
+    from exfil.pcapformat import window
+
+    data = np.arange(50, dtype=np.uint8)
+    starts = np.array([0, 7, 44, 49, 60])
+    got = window(data, starts, 8)
+    want = np.minimum(starts[:, None] + np.arange(8), 49)
+    np.testing.assert_array_equal(got, data[want])
+    np.testing.assert_array_equal(window(data[:5], starts[:2], 8), data[np.minimum(want[:2], 4)])
+    assert window(data[:0], starts, 4).shape == (5, 4)
