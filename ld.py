@@ -36,7 +36,7 @@ ATTACKER_HOSTS: list[str] = []  # attacker addresses for --rule hosts (default: 
 LOGS = ""  # logs.csv for --rule time (default: X.logs.csv beside each capture)
 # reading
 PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS
-CHUNK = 65536  # capture records decoded at once (bounds memory)
+CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)
 WORKERS = 0  # processes for several captures (0 = one per core)
 # -----------------------------------------------------------------------------
 

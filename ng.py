@@ -34,7 +34,7 @@ QNAME_LEN = 256  # name bytes kept per packet for the LSTM (padded with 0 or cut
 EXTRAS: list[str] = []  # optional extra features, see exfil.features.EXTRA_FEATURES
 # reading
 PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS
-CHUNK = 65536  # capture records decoded at once (bounds memory)
+CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)
 WORKERS = 0  # processes for several captures (0 = one per core)
 # -----------------------------------------------------------------------------
 
@@ -86,8 +86,7 @@ def featurize_capture(path: Path, out: Path) -> dict:
         for batch in with_progress(read_dns(path, PORTS, CHUNK, stats), path):
             if len(buffer) < len(batch):
                 buffer = np.zeros((len(batch), 256), dtype=np.float32)
-            rows = buffer[: len(batch)]
-            rows.fill(0)
+            rows = buffer[: len(batch)]  # unigrams() overwrites every cell
             streams["unigrams"].write(feat.unigrams(batch, SCOPE, TRANSFORM, out=rows))
             names, size = feat.qname_matrix(batch, QNAME_LEN)
             streams["qname_bytes"].write(names)
