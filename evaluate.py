@@ -1,0 +1,288 @@
+"""Evaluate the three networks and the baselines on a separately generated test capture.
+
+    python evaluate.py                                   # checkpoints/*.pt on work/test -> results/
+    python evaluate.py --test work/test --data work/train --out results
+    python evaluate.py --checkpoints checkpoints/clf.pt --baselines rule --no-plots
+    python evaluate.py --time-labels work/test-time/labels.npy   # measure time-rule label noise
+    python evaluate.py --leave-one-out                   # + train without each style, test on it
+
+Networks use the threshold stored in their checkpoint. Baselines (logistic regression and
+random forest on the same unigrams, a length/entropy rule) are fitted on DATA's training split
+with the networks' split and threshold rule. Writes results/metrics.json (model -> accuracy,
+precision, recall, f1, roc_auc, pr_auc, fpr, ...; undefined values are null with a note),
+results/report.md and PNG plots. Bad input: one line, exit code 2.
+"""
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from exfil.cli import UserError, configure, format_config, run
+from exfil.files import save_json, save_text
+from models import anomaly_score, baselines, check_features, load_checkpoint, predict_proba
+from models.data import Dataset, features_key, load_dataset, split_by_file_and_time
+from models.metrics import binary_metrics, rate_by_group
+from models.report import group_table, main_table, markdown_report
+
+# ----------------------------------------------------------------------------- config
+# data
+DATA = "work/train"  # training folder: the baselines are fitted on its training split
+TEST = "work/test"  # test folder, from a separately generated capture (other seed, files)
+TIME_LABELS = "work/test-time/labels.npy"  # time-rule labels of TEST (ld.py --rule time), if any
+# models
+CHECKPOINTS = ["checkpoints/ae_clf.pt", "checkpoints/clf.pt", "checkpoints/lstm.pt"]  # networks
+BASELINES = ["logreg", "forest", "rule"]  # baselines: logreg | forest | rule
+ANOMALY = True  # also report ae_clf's anomaly path (reconstruction error) as ae_anomaly
+FOREST_TREES = 100  # trees of the random forest baseline
+VAL_FILES = 0.25  # validation share of files for the baselines (as in the training scripts)
+VAL_TIME = 0.2  # validation time block for the baselines (as in the training scripts)
+THRESHOLD_RULE = "fpr"  # baselines' threshold on validation: fpr | f1 (as in the training scripts)
+TARGET_FPR = 0.001  # for fpr: share of benign validation packets a baseline may flag
+SEED = 1  # seeds the baselines' split and forest
+# leave one style out
+LEAVE_ONE_OUT = False  # for each exfiltration style in DATA: train without it, test on it
+LOO_NETWORKS = ["clf", "ae_clf", "lstm"]  # networks retrained per held-out style (slow: lstm)
+# output
+OUT = "results"  # folder for metrics.json, report.md and plots
+PLOTS = True  # write PNG plots
+BATCH_SIZE = 65536  # packets per inference batch
+# -----------------------------------------------------------------------------
+
+
+def timed(fn):
+    """(result, seconds) of one call."""
+    began = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - began
+
+
+def steady_timed(fn, test: Dataset):
+    """Time `fn(rows)` on all of TEST after a small warm-up call (kernel and allocator setup)."""
+    fn(slice(0, 1024))
+    return timed(lambda: fn(slice(None)))
+
+
+def score_networks(test: Dataset) -> tuple[dict, dict]:
+    """Every checkpoint's scores and metrics on TEST (+ the anomaly path of ae_clf)."""
+    results, histories = {}, {}
+    arrays = (test.unigrams, test.qname_bytes, test.qname_len)
+    for path in CHECKPOINTS:
+        model, meta = load_checkpoint(path)
+        check_features(meta, test.features)
+        name = Path(path).stem
+        if set(meta.get("train_captures", [])) & set(filter(None, test.captures)):
+            print(f"warning: {name} was trained on a capture that is also in {TEST}")
+
+        def proba(rows, model=model, meta=meta):
+            return predict_proba(model, meta, *(a[rows] for a in arrays), batch_size=BATCH_SIZE)
+
+        scores, seconds = steady_timed(proba, test)
+        rule = meta.get("threshold_rule", "")
+        results[name] = {
+            "scores": scores,
+            "threshold": meta["threshold"],
+            "seconds": seconds,
+            "threshold_rule": rule,
+        }
+        histories[name] = meta.get("history", [])
+        if ANOMALY and meta["network"] == "ae_clf" and "anomaly_threshold" in meta:
+
+            def errors(rows, model=model, meta=meta):
+                return anomaly_score(model, meta, test.unigrams[rows], BATCH_SIZE)
+
+            scores, seconds = steady_timed(errors, test)
+            threshold = meta["anomaly_threshold"]
+            results["ae_anomaly"] = {
+                "scores": scores,
+                "threshold": threshold,
+                "seconds": seconds,
+                "threshold_rule": "quantile of benign validation error",
+            }
+    return results, histories
+
+
+def score_baselines(test: Dataset, config: dict) -> dict:
+    if not BASELINES:
+        return {}
+    train_data = load_dataset(DATA, need=("unigrams", "qname"))
+    for key in ("scope", "transform", "dim"):
+        if features_key(train_data.features)[key] != features_key(test.features)[key]:
+            raise UserError(f"{DATA} and {TEST} have different feature {key}: rerun ng.py")
+    train, val = split_by_file_and_time(train_data, VAL_FILES, VAL_TIME, SEED)
+    results = {}
+    for name in BASELINES:
+        baseline, fit_seconds = timed(
+            lambda n=name: baselines.Baseline(n, FOREST_TREES, SEED).fit(
+                train_data, train, val, config
+            )
+        )
+        scores, seconds = timed(lambda b=baseline: b.score(test))
+        results[name] = {
+            "scores": scores,
+            "threshold": baseline.threshold,
+            "seconds": seconds,
+            "fit_seconds": round(fit_seconds, 3),
+            "threshold_rule": baseline.rule,
+        }
+        print(f"fitted baseline {name} on {DATA} in {fit_seconds:.1f} s")
+    return results
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+def packet_groups(test: Dataset) -> dict:
+    """Group id arrays + names: per exfiltrated file, per style, per class, per qtype."""
+    groups = {}
+    info = test.info
+    if test.files is not None and (test.files >= 0).any():
+        names = [f.get("file", str(i)) for i, f in enumerate(info.get("files", []))]
+        groups["file"] = (test.files, names, test.files >= 0)
+        styles = sorted({f.get("style", "?") for f in info.get("files", [])})
+        style_of = np.array([styles.index(f.get("style", "?")) for f in info.get("files", [])])
+        per_packet = np.where(test.files >= 0, style_of[np.maximum(test.files, 0)], -1)
+        groups["style"] = (per_packet, styles, test.files >= 0)
+    if test.classes is not None:
+        groups["class"] = (test.classes, info.get("classes"), np.ones(len(test), bool))
+    qtypes = read_qtypes(test)
+    if qtypes is not None:
+        values, ids = np.unique(qtypes, return_inverse=True)
+        groups["qtype"] = (ids, list(values), test.labels == 1)
+    return groups
+
+
+def read_qtypes(test: Dataset) -> np.ndarray | None:
+    path = test.folder / "packets.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        qtypes = [row["qtype"] for row in reader] if "qtype" in (reader.fieldnames or []) else []
+    return np.array(qtypes) if len(qtypes) == len(test) else None
+
+
+def compare_time_labels(test: Dataset) -> dict | None:
+    """How wrong the original's time-window labels are, measured against the exact labels."""
+    path = Path(TIME_LABELS)
+    if not TIME_LABELS or not path.is_file():
+        return None
+    try:
+        time_labels = np.load(path, allow_pickle=False).astype(np.int8)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable labels.npy ({error})") from None
+    if len(time_labels) != len(test):
+        raise UserError(f"{path}: {len(time_labels)} labels but {TEST} has {len(test)} packets")
+    m = binary_metrics(test.labels, time_labels, 0.5)
+    return {
+        "path": str(path),
+        "agreement": m["accuracy"],
+        "benign_labelled_malicious": m["fp"],
+        "malicious_labelled_benign": m["fn"],
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "notes": m["notes"],
+    }
+
+
+def summarise(result: dict, labels: np.ndarray, groups: dict) -> dict:
+    """metrics.json entry of one model: headline metrics, speed, per-group flag rates."""
+    m = binary_metrics(labels, result["scores"], result["threshold"])
+    m["packets_per_s"] = len(labels) / max(result["seconds"], 1e-9)
+    for key in ("fit_seconds", "threshold_rule"):
+        if key in result:
+            m[key] = result[key]
+    flagged = np.asarray(result["scores"]) >= result["threshold"]
+    for key, (ids, names, mask) in groups.items():
+        name = "flagged_per_class" if key == "class" else f"recall_per_{key}"
+        m[name] = rate_by_group(ids[mask], flagged[mask], names)
+    result["metrics"] = m
+    return m
+
+
+def run_leave_one_out(test: Dataset, config: dict, out: Path) -> None:
+    """Train without each style, test on it; save leave_one_out.json (report.md shows it)."""
+    import tempfile
+
+    from models.loo import leave_one_out, loo_tables
+
+    data = load_dataset(DATA, need=("unigrams", "qname"))
+    with tempfile.TemporaryDirectory(prefix="exfil-loo-") as work:
+        results = leave_one_out(data, test, LOO_NETWORKS, BASELINES, config, Path(work))
+    save_json(out / "leave_one_out.json", results)
+    print(loo_tables(results) + "\n")
+
+
+def main() -> int:
+    config = configure(
+        globals(), choices={"BASELINES": baselines.NAMES, "THRESHOLD_RULE": ["fpr", "f1"]}
+    )
+    print(format_config(config))
+    test = load_dataset(TEST, need=("unigrams", "qname"), min_classes=1)
+    out = Path(OUT)
+    if LEAVE_ONE_OUT:
+        run_leave_one_out(test, config, out)
+        if not CHECKPOINTS and not BASELINES:
+            return 0
+    results, histories = score_networks(test)
+    results.update(score_baselines(test, config))
+    if not results:
+        raise UserError("nothing to evaluate: give --checkpoints and/or --baselines")
+    groups = packet_groups(test)
+    metrics = {name: summarise(r, test.labels, groups) for name, r in results.items()}
+    one_class = len(np.unique(test.labels)) < 2
+    context = {
+        "test": TEST,
+        "data": DATA,
+        "packets": len(test),
+        "malicious": int(test.labels.sum()),
+        "time_labels": compare_time_labels(test),
+        "notes": [
+            "test data has one class only: roc_auc, pr_auc and some rates are undefined (null)"
+        ]
+        if one_class
+        else [],
+    }
+    plots = []
+    if PLOTS:
+        from models import plots as figures
+
+        plots += [figures.confusion_matrices(results, out)]
+        plots += figures.curves(results, test.labels, out)
+        plots += [figures.score_histograms(results, test.labels, out)]
+        plots += [p for p in [figures.training_curves(histories, out)] if p]
+    save_json(out / "metrics.json", metrics)
+    save_json(out / "config.json", {**config, "time_labels_comparison": context["time_labels"]})
+    if (out / "leave_one_out.json").is_file():
+        from models.loo import loo_tables
+
+        loo = json.loads((out / "leave_one_out.json").read_text(encoding="utf-8"))
+        context["leave_one_out"] = loo_tables(loo) if loo else ""
+    save_text(out / "report.md", markdown_report(metrics, context, plots))
+    print(main_table(metrics))
+    for key in ("recall_per_file", "recall_per_style", "flagged_per_class"):
+        table = group_table(metrics, key)
+        if table:
+            print("\n" + table)
+    if context["time_labels"]:
+        noise = context["time_labels"]
+        print(
+            f"\ntime-rule labels agree with exact labels on {noise['agreement']:.4f} of packets "
+            f"({noise['benign_labelled_malicious']} benign labelled malicious)"
+        )
+    print(
+        f"\nwrote {out}/metrics.json, {out}/report.md" + (f" and {len(plots)} plots" * bool(plots))
+    )
+    if one_class:
+        kind = "malicious" if test.labels.all() else "benign"
+        raise UserError(
+            f"{TEST}: all packets are {kind} (one class only); undefined metrics "
+            f"written as null to {out}/metrics.json"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,185 @@
+"""Load one dataset folder (ld.py + ng.py outputs), check it is whole, split it honestly.
+
+Honest split: packets of one exfiltrated file are all in train or all in validation (random
+packet splits would leak a file's neighbouring pieces), and benign traffic is split by time
+(the last block of the capture), so validation looks like "later traffic, unseen files".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exfil.cli import UserError
+
+ARRAYS = {  # file -> (dtype it must have, whether it is needed by every network)
+    "labels.npy": np.int8,
+    "unigrams.npy": np.float32,
+    "qname_bytes.npy": np.uint8,
+    "qname_len.npy": np.int32,
+    "files.npy": np.int32,
+    "classes.npy": np.int16,
+}
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Dataset:
+    folder: Path
+    labels: np.ndarray  # (N,) int8, 1 = malicious
+    features: dict  # features.json
+    info: dict  # labels.json
+    unigrams: np.ndarray | None = None  # (N, dim) float32
+    qname_bytes: np.ndarray | None = None  # (N, qname_len) uint8
+    qname_len: np.ndarray | None = None  # (N,) int32
+    files: np.ndarray | None = None  # (N,) int32, -1 = not part of a file
+    classes: np.ndarray | None = None  # (N,) int16
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def captures(self) -> list[str]:
+        """SHA-256 of the captures this folder was made from (to catch test-on-train)."""
+        return [c.get("sha256", "") for c in self.info.get("captures", [])]
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        pick = {
+            name: (getattr(self, name)[index] if getattr(self, name) is not None else None)
+            for name in ("labels", "unigrams", "qname_bytes", "qname_len", "files", "classes")
+        }
+        return Dataset(self.folder, features=self.features, info=self.info, **pick)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (run ld.py and ng.py into {path.parent})") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: unreadable JSON ({error})") from None
+
+
+def _read_npy(path: Path, dtype) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (run ld.py and ng.py into {path.parent})") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable .npy file ({error})") from None
+    if array.dtype != dtype:
+        try:
+            array = array.astype(dtype, casting="same_kind")
+        except TypeError:
+            raise UserError(f"{path}: dtype {array.dtype}, expected {np.dtype(dtype)}") from None
+    return array
+
+
+def load_dataset(
+    folder: str | Path, need: tuple[str, ...] = ("unigrams", "qname"), min_classes: int = 2
+) -> Dataset:
+    """Read a dataset folder; every inconsistency is a UserError with one line.
+
+    `need` lists the inputs the caller uses ("unigrams", "qname"); others are loaded if present.
+    `min_classes=2` refuses data with one class only (a classifier cannot be trained on it).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such dataset folder (run ld.py and ng.py first)")
+    labels = _read_npy(folder / "labels.npy", np.int8)
+    info = _read_json(folder / "labels.json")
+    features = _read_json(folder / "features.json")
+    n = len(labels)
+    if labels.ndim != 1:
+        raise UserError(f"{folder}/labels.npy: expected one label per packet, shape {labels.shape}")
+    if n == 0:
+        raise UserError(f"{folder}: empty dataset (0 packets); was the capture empty?")
+    wanted = {"unigrams": ["unigrams.npy"], "qname": ["qname_bytes.npy", "qname_len.npy"]}
+    required = {name for key in need for name in wanted[key]}
+    arrays = {}
+    for name, dtype in ARRAYS.items():
+        if name == "labels.npy" or (name not in required and not (folder / name).exists()):
+            continue
+        arrays[name] = _read_npy(folder / name, dtype)
+        if len(arrays[name]) != n:
+            raise UserError(
+                f"{folder}: {name} has {len(arrays[name])} rows but labels.npy has {n} "
+                "(folder mixes outputs of different runs: rerun ld.py and ng.py)"
+            )
+    if features.get("packets", n) != n:
+        raise UserError(f"{folder}: features.json says {features['packets']} packets, labels {n}")
+    if "unigrams.npy" in arrays and arrays["unigrams.npy"].shape[1:] != (features.get("dim", 256),):
+        raise UserError(f"{folder}/unigrams.npy: shape {arrays['unigrams.npy'].shape}")
+    if not np.isin(labels, (0, 1)).all():
+        raise UserError(f"{folder}/labels.npy: labels must be 0 or 1")
+    present = np.unique(labels)
+    if len(present) < min_classes:
+        kind = "malicious" if present[0] == 1 else "benign"
+        raise UserError(f"{folder}: all {n} packets are {kind}; need both classes")
+    return Dataset(
+        folder,
+        labels,
+        features,
+        info,
+        unigrams=arrays.get("unigrams.npy"),
+        qname_bytes=arrays.get("qname_bytes.npy"),
+        qname_len=arrays.get("qname_len.npy"),
+        files=arrays.get("files.npy"),
+        classes=arrays.get("classes.npy"),
+    )
+
+
+def features_key(features: dict) -> dict:
+    """The feature settings a model depends on (stored in checkpoints, compared at load)."""
+    return {k: features.get(k) for k in ("scope", "transform", "qname_len", "dim")}
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_by_file_and_time(
+    data: Dataset, val_files: float = 0.25, val_time: float = 0.2, seed: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (train_index, val_index): held-out exfiltrated files + the last block of the rest.
+
+    Packets that belong to a file (files.npy >= 0) follow their file: a seeded choice of
+    `val_files` of the files goes to validation (at least one when there are two or more).
+    All other packets go to validation when they lie in the last `val_time` of the capture
+    (row order is capture order). Without file ids the time block alone decides.
+    """
+    n = len(data)
+    files = data.files if data.files is not None else np.full(n, -1, np.int32)
+    ids = np.unique(files[files >= 0])
+    rng = np.random.default_rng(seed)
+    held = np.array([], dtype=np.int32)
+    if len(ids) >= 2:
+        count = min(len(ids) - 1, max(1, round(val_files * len(ids))))
+        held = rng.choice(ids, size=count, replace=False)
+    loose = files < 0  # benign traffic and malicious packets with no file id
+    if len(ids) < 2:
+        loose = np.ones(n, dtype=bool)  # fall back to a pure time split
+    cut = int(np.floor(n * (1.0 - val_time)))
+    in_block = np.arange(n) >= cut
+    val = (loose & in_block) | (~loose & np.isin(files, held))
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def save_dataset(data: Dataset, folder: str | Path) -> Path:
+    """Write a (subset) Dataset as a dataset folder that load_dataset and the scripts accept."""
+    from exfil.files import save_json, save_npy
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ARRAYS:
+        array = getattr(data, name[:-4])
+        if array is not None:
+            save_npy(folder / name, array)
+    n, malicious = len(data), int(data.labels.sum())
+    save_json(folder / "labels.json", {**data.info, "packets": n, "malicious": malicious})
+    save_json(folder / "features.json", {**data.features, "packets": n})
+    return folder

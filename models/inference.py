@@ -1,0 +1,65 @@
+"""Batched scoring: probability of "malicious" from logits, in large batches, no autograd.
+
+The LSTM scores names sorted by length, so each batch is cut to its own longest name and the
+packed sequence needs no sorting: this is what makes >= 100k names/s possible on two cores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+# Measured on 2 cores: batches that keep activations in cache beat huge ones on CPU
+CPU_LSTM_BATCH = 512  # ~2.5x faster than 65536 names per batch
+CPU_DENSE_BATCH = 16384  # ~1.5x faster than 65536 rows per batch
+
+
+def malicious_proba(logits: torch.Tensor) -> torch.Tensor:  # (B, 2) -> (B,)
+    """softmax(logits)[:, 1] written as a sigmoid of the logit difference (one op, stable)."""
+    return torch.sigmoid(logits[:, 1] - logits[:, 0])
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def score_unigrams(model: nn.Module, unigrams, batch_size: int = 65536, fn=None) -> np.ndarray:
+    """Apply `fn(model, x)` (default: malicious probability) to (N, dim) unigrams in batches."""
+    fn = fn or (lambda m, x: malicious_proba(m(x)))
+    device = _device(model)
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_DENSE_BATCH)
+    x = torch.as_tensor(unigrams)
+    out = torch.empty(len(x), dtype=torch.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(device, non_blocking=True)
+            out[start : start + batch_size] = fn(model, batch).float().cpu()
+    return out.numpy()
+
+
+def score_qnames(model: nn.Module, qname_bytes, qname_len, batch_size: int = 65536) -> np.ndarray:
+    """Malicious probability from the LSTM over names, batched in order of decreasing length."""
+    device = _device(model)
+    if device.type == "cpu":  # the per-step gate tensors must stay in cache: small CPU batches
+        batch_size = min(batch_size, CPU_LSTM_BATCH)
+    qb = torch.as_tensor(qname_bytes)
+    ql = torch.as_tensor(qname_len).long().clamp(1, min(qb.shape[1], model.max_len))
+    order = torch.argsort(ql, descending=True, stable=True)
+    out = torch.empty(len(ql), dtype=torch.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(ql), batch_size):
+            pick = order[start : start + batch_size]
+            lengths = ql[pick]
+            batch = qb[pick, : int(lengths[0])].to(device, non_blocking=True)  # (B, T_batch)
+            logits = model(batch, lengths, sorted_=True)
+            out[pick] = malicious_proba(logits).float().cpu()
+    return out.numpy()
+
+
+def reconstruction_errors(model: nn.Module, unigrams, batch_size: int = 65536) -> np.ndarray:
+    """Per-packet MSE of the (frozen) autoencoder inside an AEClassifier: the anomaly score."""
+    return score_unigrams(model, unigrams, batch_size, lambda m, x: m.reconstruction_error(x))

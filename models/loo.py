@@ -1,0 +1,135 @@
+"""Leave one exfiltration style out: train without it, then measure recall on it.
+
+For each style in the training folder: its files are removed, the networks are trained by their
+own scripts (same defaults, same honest split) on what is left, and the baselines are fitted
+the same way. Recall is measured on that style's packets from the training folder (never
+trained on) and from the test folder; false-positive rates on the test folder's benign
+traffic, per benign class. This is the question a deployed detector faces: a tool it never saw.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from exfil.cli import UserError
+from models.baselines import Baseline
+from models.checkpoint import load_checkpoint, predict_proba
+from models.data import Dataset, save_dataset, split_by_file_and_time
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def packet_styles(data: Dataset) -> np.ndarray:
+    """Per packet: the style of its exfiltrated file, "" for packets outside files."""
+    styles = np.array([f.get("style", "?") for f in data.info.get("files", [])] + [""], object)
+    files = data.files if data.files is not None else np.full(len(data), -1)
+    return styles[np.where(files >= 0, files, len(styles) - 1)]
+
+
+def _train_network(network: str, folder: Path, seed: int) -> tuple:
+    out = folder / f"{network}.pt"
+    cmd = [
+        sys.executable,
+        str(ROOT / f"train_{network}.py"),
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+        "--seed",
+        str(seed),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"leave-one-out: train_{network}.py on {folder} failed: {last}")
+    return load_checkpoint(out)
+
+
+def _scorers(networks, baselines, sub: Dataset, folder: Path, config: dict) -> dict:
+    """name -> (score(data) function, threshold) for every model trained without the style."""
+    models = {}
+    for network in networks:
+        model, meta = _train_network(network, folder, config["seed"])
+
+        def score(d, model=model, meta=meta):
+            return predict_proba(model, meta, d.unigrams, d.qname_bytes, d.qname_len)
+
+        models[network] = (score, meta["threshold"])
+    train, val = split_by_file_and_time(
+        sub, config["val_files"], config["val_time"], config["seed"]
+    )
+    for name in baselines:
+        fitted = Baseline(name, config["forest_trees"], config["seed"]).fit(sub, train, val, config)
+        models[name] = (fitted.score, fitted.threshold)
+    return models
+
+
+def leave_one_out(
+    data: Dataset,
+    test: Dataset,
+    networks: list[str],
+    baselines: list[str],
+    config: dict,
+    work: Path,
+) -> dict:
+    """{style: {model: {recall, packets, fpr, fpr_per_class}}} for every style in `data`."""
+    data_styles, test_styles = packet_styles(data), packet_styles(test)
+    styles = sorted(set(data_styles) - {""})
+    if len(styles) < 2:
+        raise UserError(f"leave-one-out needs two or more exfiltration styles in {data.folder}")
+    benign = test.subset(np.flatnonzero(test.labels == 0))
+    class_names = test.info.get("classes", [])
+    results = {}
+    for style in styles:
+        print(f"leave-one-out: training without style {style!r}", flush=True)
+        sub = data.subset(np.flatnonzero(data_styles != style))
+        folder = save_dataset(sub, work / ("without-" + re.sub(r"[^A-Za-z0-9_.-]", "_", style)))
+        held = [
+            d.subset(np.flatnonzero(s == style))
+            for d, s in ((data, data_styles), (test, test_styles))
+        ]
+        results[style] = {}
+        for name, (score, threshold) in _scorers(networks, baselines, sub, folder, config).items():
+            flagged_style = np.concatenate([score(d) >= threshold for d in held if len(d)])
+            flagged_benign = score(benign) >= threshold if len(benign) else np.zeros(0, bool)
+            per_class = {}
+            if benign.classes is not None:
+                for value in np.unique(benign.classes):
+                    mask = benign.classes == value
+                    key = class_names[value] if value < len(class_names) else str(value)
+                    per_class[key] = float(flagged_benign[mask].mean())
+            results[style][name] = {
+                "recall": float(flagged_style.mean()),
+                "packets": int(len(flagged_style)),
+                "fpr": float(flagged_benign.mean()) if len(flagged_benign) else None,
+                "fpr_per_class": per_class,
+            }
+    return results
+
+
+def loo_tables(results: dict) -> str:
+    """Markdown: recall per held-out style, then FPR per benign class (worst over styles)."""
+    models = list(next(iter(results.values())))
+    lines = [
+        "| held-out style | packets | " + " | ".join(models) + " |",
+        "|" + "---|" * (len(models) + 2),
+    ]
+    for style, by_model in results.items():
+        packets = next(iter(by_model.values()))["packets"]
+        cells = [f"{by_model[m]['recall']:.4f}" for m in models]
+        lines.append(f"| {style} | {packets} | " + " | ".join(cells) + " |")
+    classes = sorted({c for r in results.values() for m in r.values() for c in m["fpr_per_class"]})
+    lines += [
+        "",
+        "| benign class (worst FPR over the runs) | " + " | ".join(models) + " |",
+        "|" + "---|" * (len(models) + 1),
+    ]
+    for c in classes:
+        cells = [max(r[m]["fpr_per_class"].get(c, 0.0) for r in results.values()) for m in models]
+        lines.append(f"| {c} | " + " | ".join(f"{x:.4%}" for x in cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""The three networks of the original design, small parts first, each with one config dataclass.
+
+Defaults are the 2018 repository's shapes (DESIGN.md section 1): a 256-128-64 autoencoder with a
+mirrored decoder, a classifier head on its encoder, a 256-128-64-2 classifier with sigmoids, and
+(new, since the original LSTM never ran) a byte-level LSTM over the question name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def mlp(widths: list[int], final_activation: bool = False) -> nn.Sequential:
+    """Linear layers with sigmoids between them (the original used sigmoids throughout)."""
+    layers: list[nn.Module] = []
+    for i, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(width_in, width_out))
+        if i < len(widths) - 2 or final_activation:
+            layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------- autoencoder
+
+
+@dataclass
+class AEConfig:
+    dim: int = 256  # unigram bins
+    hidden: int = 128  # first encoder layer (sigmoid)
+    code: int = 64  # bottleneck
+    classes: int = 2
+
+
+class AutoEncoder(nn.Module):
+    """256 -> 128 (sigmoid) -> 64 -> 128 (sigmoid) -> 256, trained with MSE."""
+
+    def __init__(self, cfg: AEConfig):
+        super().__init__()
+        self.encoder = mlp([cfg.dim, cfg.hidden, cfg.code])
+        self.decoder = mlp([cfg.code, cfg.hidden, cfg.dim])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B, dim)
+        return self.decoder(self.encoder(x))
+
+
+class AEClassifier(nn.Module):
+    """The stage-1 autoencoder (frozen, for the anomaly score) plus a fine-tuned encoder + head.
+
+    The encoder is copied before fine-tuning so that the reconstruction error, and with it the
+    anomaly threshold fitted on benign traffic, still refers to the autoencoder as trained.
+    """
+
+    def __init__(self, cfg: AEConfig):
+        super().__init__()
+        self.autoencoder = AutoEncoder(cfg)
+        self.encoder = mlp([cfg.dim, cfg.hidden, cfg.code])
+        self.head = nn.Sequential(nn.Sigmoid(), nn.Linear(cfg.code, cfg.classes))
+
+    def start_from_autoencoder(self) -> None:
+        self.encoder.load_state_dict(self.autoencoder.encoder.state_dict())
+        self.autoencoder.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B, classes) logits
+        return self.head(self.encoder(x))
+
+    def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B,)
+        return (self.autoencoder(x) - x).pow(2).mean(dim=1)
+
+
+# --------------------------------------------------------------------------- fully connected
+
+
+@dataclass
+class MLPConfig:
+    dim: int = 256
+    hidden: tuple[int, ...] = (128, 64)
+    classes: int = 2
+
+
+class MLPClassifier(nn.Module):
+    """256 -> 128 -> 64 -> 2 with sigmoids: the original nn_train.py network."""
+
+    def __init__(self, cfg: MLPConfig):
+        super().__init__()
+        self.net = mlp([cfg.dim, *cfg.hidden, cfg.classes])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B, classes)
+        return self.net(x)
+
+
+# --------------------------------------------------------------------------- byte LSTM
+
+
+@dataclass
+class LSTMConfig:
+    vocab: int = 256  # one token per byte value
+    embed: int = 16
+    hidden: int = 32  # small on purpose: inference speed is a target (>= 100k names/s)
+    layers: int = 1  # 1 or 2
+    classes: int = 2
+    qname_len: int = 256  # longest name the features hold
+    reverse: bool = True  # read names right to left: TLD first, the leftmost (data) label last
+    max_len: int = 256  # bytes read at most per name (its first ones)
+
+
+class QnameLSTM(nn.Module):
+    """Embedding -> LSTM over the name's bytes (packed, so padding costs nothing) -> linear head."""
+
+    def __init__(self, cfg: LSTMConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab, cfg.embed)
+        self.lstm = nn.LSTM(cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True)
+        self.head = nn.Linear(cfg.hidden, cfg.classes)
+        self.reverse, self.max_len = cfg.reverse, cfg.max_len
+
+    def forward(self, qbytes: torch.Tensor, qlen: torch.Tensor, sorted_: bool = False):
+        """qbytes (B, T) uint8/long, qlen (B,) -> logits (B, classes).
+
+        `sorted_` says the batch is already sorted by decreasing length (saves a permutation).
+        """
+        lengths = qlen.clamp(1, min(qbytes.shape[1], self.max_len)).cpu()  # root "." has 0 bytes
+        tokens = qbytes[:, : int(lengths.max())].long()  # (B, T)
+        if self.reverse:  # last hidden state then summarises the leftmost label, where data sits
+            steps = torch.arange(tokens.shape[1], device=tokens.device)
+            last = lengths.to(tokens.device)[:, None] - 1
+            tokens = tokens.gather(1, (last - steps).clamp(min=0))  # (B, T), padding ignored
+        x = self.embed(tokens)  # (B, T, E)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=sorted_)
+        _, (h, _) = self.lstm(packed)  # h: (layers, B, H), in the caller's order
+        return self.head(h[-1])
+
+
+# --------------------------------------------------------------------------- registry
+
+NETWORKS = {
+    "ae_clf": (AEClassifier, AEConfig),
+    "clf": (MLPClassifier, MLPConfig),
+    "lstm": (QnameLSTM, LSTMConfig),
+}
+INPUTS = {"ae_clf": "unigrams", "clf": "unigrams", "lstm": "qname"}
+
+
+def build(network: str, model_args: dict) -> nn.Module:
+    """Rebuild a network from a checkpoint's plain-JSON arguments."""
+    module, config = NETWORKS[network]
+    args = dict(model_args)
+    if "hidden" in args and isinstance(args["hidden"], list):
+        args["hidden"] = tuple(args["hidden"])
+    return module(config(**args))

@@ -1,0 +1,72 @@
+"""Train the byte-level LSTM over the question name (qname_bytes.npy + qname_len.npy from ng.py).
+
+    python train_lstm.py                                 # work/train -> checkpoints/lstm.pt
+    python train_lstm.py --hidden 64 --layers 2 --epochs 10
+    torchrun --nproc_per_node=2 train_lstm.py            # two processes, DDP (gloo on CPU)
+    python train_lstm.py --dry-run --out /tmp/lstm.pt    # one batch: smoke test
+
+Embedding of each byte -> LSTM over the packed (unpadded) name -> linear head on the last
+hidden state. The original's LSTM read spacy tokens of a CSV no script produced; this one reads
+the name's bytes, so it works on any encoding (hex, base32, base64, binary labels). Small by
+default: inference speed matters (bench/bench_models.py). Names are read right to left, so the
+last state summarises the leftmost label, where tunnels put their data; names longer than
+MAX_LEN are read from their first MAX_LEN bytes (bounds the steps per batch). Early stopping and
+threshold as in train_clf.py.
+"""
+
+from models.distributed import teardown
+from models.nets import LSTMConfig, QnameLSTM
+from models.pipeline import finish, labelled, load_split, scorer, start
+from models.training import classifier_validation, cross_entropy, fit
+
+# ----------------------------------------------------------------------------- config
+# data
+DATA = "work/train"  # dataset folder written by ld.py + ng.py
+OUT = "checkpoints/lstm.pt"  # checkpoint to write
+VAL_FILES = 0.25  # share of the exfiltrated files held out for validation
+VAL_TIME = 0.2  # share of the capture (its last time block) held out for validation
+THRESHOLD_RULE = "fpr"  # decision threshold on validation: fpr (false-alarm budget) | f1 (best F1)
+TARGET_FPR = 0.001  # for THRESHOLD_RULE fpr: share of benign validation packets flagged
+# model
+EMBED = 16  # byte embedding width
+HIDDEN = 32  # LSTM hidden width (the original: 2 layers; small keeps >= 100k names/s)
+LAYERS = 1  # LSTM layers: 1 | 2
+MAX_LEN = 128  # name bytes read at most (the leftmost ones); 99 in 100 names are shorter
+# training
+EPOCHS = 6  # passes over the training split (early stopping may end sooner)
+BATCH_SIZE = 256  # names per step
+LR = 3e-3  # Adam learning rate
+WEIGHT_DECAY = 1e-5  # Adam weight decay
+PATIENCE = 3  # epochs without a better validation PR-AUC before stopping
+SEED = 1  # seeds the split, the initial weights and the shuffling
+# system
+DEVICE = "auto"  # auto | cpu | cuda
+THREADS = 1  # torch CPU threads per process (0: all cores; 1 is faster for these small nets)
+DRY_RUN = False  # one batch of one epoch: a smoke test of the whole pipeline
+# -----------------------------------------------------------------------------
+
+
+def main() -> int:
+    config, dist, train_cfg = start(globals(), choices={"LAYERS": [1, 2]})
+    data, train, val = load_split(DATA, "lstm", VAL_FILES, VAL_TIME, SEED, dist)
+    args = LSTMConfig(
+        max_len=MAX_LEN,
+        embed=EMBED,
+        hidden=HIDDEN,
+        layers=LAYERS,
+        qname_len=data.qname_bytes.shape[1],
+    )
+    model = QnameLSTM(args)
+    validate = classifier_validation(scorer(data, val, "lstm"), data.labels[val])
+    history = fit(
+        model, labelled(data, train, "lstm"), cross_entropy, validate, train_cfg, dist, "lstm"
+    )
+    finish(model, "lstm", args, data, val, history, config, dist)
+    teardown(dist)
+    return 0
+
+
+if __name__ == "__main__":
+    from exfil.cli import run
+
+    run(main)
