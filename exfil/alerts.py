@@ -23,6 +23,7 @@ from exfil.features import extras
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
 MAX_CACHED_NAMES = 200_000  # qname -> registered domain cache, cleared when full
+SIGNAL_SAMPLE = 1000  # flagged packets per domain whose name signals are averaged
 MAX_DOMAIN_TOTALS = 1_000_000  # domains whose packets are counted; beyond it, unflagged ones go
 EXAMPLES = 3
 
@@ -97,10 +98,11 @@ class DomainAlert:
     examples: list[str] = field(default_factory=list)
     alphabet: set[str] = field(default_factory=set)
     signal_sums: np.ndarray = field(default_factory=lambda: np.zeros(len(SIGNALS)))
+    signal_count: int = 0
     unigram_sum: np.ndarray | None = None
     raised: bool = False
 
-    def add(self, qname: str, client: str, when: float, score: float, signals: np.ndarray) -> None:
+    def add(self, qname: str, client: str, when: float, score: float) -> None:
         self.queries += 1
         self.first_seen = min(self.first_seen, when)
         self.last_seen = max(self.last_seen, when)
@@ -115,7 +117,6 @@ class DomainAlert:
             self.data_chars += len(payload)
             if len(self.alphabet) < 256:
                 self.alphabet.update(payload)
-            self.signal_sums += signals
         if len(self.clients) < MAX_TRACKED_CLIENTS:
             self.clients.add(client)
         if len(self.examples) < EXAMPLES and qname not in self.examples:
@@ -135,6 +136,7 @@ class DomainAlert:
         self.data_chars += other.data_chars
         self.alphabet |= other.alphabet
         self.signal_sums += other.signal_sums
+        self.signal_count += other.signal_count
         self.clients.update(list(other.clients)[: max(MAX_TRACKED_CLIENTS - len(self.clients), 0)])
         self.examples = (self.examples + [e for e in other.examples if e not in self.examples])[
             :EXAMPLES
@@ -148,7 +150,7 @@ class DomainAlert:
 
     def summary(self, benign_unigram_mean: np.ndarray | None, total: int | None = None) -> dict:
         unique = len(self.names)
-        means = self.signal_sums / max(unique, 1)
+        means = self.signal_sums / max(self.signal_count, 1)
         signals = {key: round(float(value), 3) for key, value in zip(SIGNALS, means, strict=True)}
         estimated = int(self.data_chars * _alphabet_bits(self.alphabet) / 8)
         why = [
@@ -205,17 +207,21 @@ class AlertBook:
         self._benign_sum: np.ndarray | None = None
         self._benign_count = 0
 
-    def _registered(self, qnames: list[str]) -> list[str]:
-        cache = self._domain_of
-        if len(cache) > MAX_CACHED_NAMES:
-            cache.clear()
-        out = []
-        for qname in qnames:
-            domain = cache.get(qname)
-            if domain is None:
-                domain = cache[qname] = registered_domain(qname)
-            out.append(domain)
-        return out
+    def _add_signals(self, rows_of: dict[str, list[int]], name_bytes, name_len) -> None:  # noqa: ANN001
+        """Name signals of up to SIGNAL_SAMPLE flagged packets a domain, in one vectorised call."""
+        chosen: list[int] = []
+        takers: list[tuple[DomainAlert, int, int]] = []
+        for domain, rows in rows_of.items():
+            alert = self.domains[domain]
+            take = rows[: max(SIGNAL_SAMPLE - alert.signal_count, 0)]
+            takers.append((alert, len(chosen), len(take)))
+            chosen += take
+        if not chosen:
+            return
+        signals = name_signals(name_bytes[chosen], name_len[chosen]).astype(np.float64)
+        for alert, start, count in takers:
+            alert.signal_sums += signals[start : start + count].sum(axis=0)
+            alert.signal_count += count
 
     def _is_alert(self, alert: DomainAlert) -> bool:
         total = self.totals.get(alert.domain, alert.queries)
@@ -239,9 +245,13 @@ class AlertBook:
         client addresses, times, scores, flags, and optionally the qname unigrams that the
         "why" of an alert compares with the benign traffic.
         """
-        domains = self._registered(qnames)
-        totals = self.totals
-        for domain, count in Counter(domains).items():
+        cache, totals = self._domain_of, self.totals
+        if len(cache) > MAX_CACHED_NAMES:
+            cache.clear()
+        for qname, count in Counter(qnames).items():  # benign names repeat: one lookup each
+            domain = cache.get(qname)
+            if domain is None:
+                domain = cache[qname] = registered_domain(qname)
             totals[domain] = totals.get(domain, 0) + count
         flagged = np.flatnonzero(malicious)
         if unigrams is not None:
@@ -251,15 +261,15 @@ class AlertBook:
                 benign_sum += self._benign_sum
             self._benign_sum = benign_sum
             self._benign_count += len(qnames) - len(flagged)
-        signals = name_signals(name_bytes[flagged], name_len[flagged]).astype(np.float64)
         rows_of: dict[str, list[int]] = {}
-        for k, i in enumerate(flagged.tolist()):
-            domain = domains[i]
+        for i in flagged.tolist():
+            domain = cache[qnames[i]]
             alert = self.domains.get(domain)
             if alert is None:
                 alert = self.domains[domain] = DomainAlert(domain, float(times[i]), float(times[i]))
-            alert.add(qnames[i], clients[i], float(times[i]), float(scores[i]), signals[k])
+            alert.add(qnames[i], clients[i], float(times[i]), float(scores[i]))
             rows_of.setdefault(domain, []).append(i)
+        self._add_signals(rows_of, name_bytes, name_len)
         raised = []
         for domain, rows in rows_of.items():
             alert = self.domains[domain]

@@ -1,0 +1,247 @@
+"""Score every DNS packet of captures (or of a live interface) and raise per-domain alerts.
+
+    python detect.py capture.pcapng --model checkpoints/clf.pt --out scores.csv
+    python detect.py caps/ --model checkpoints/lstm.pt --out scores.csv --threshold 0.9
+    sudo python detect.py --iface eth0 --model checkpoints/clf.pt --out live.csv
+
+Writes OUT (one row per DNS packet, in capture order:
+capture,packet,time,src,dst,qname,qtype,response,score,malicious) and ALERTS (default: alerts.json
+beside OUT), and prints the alert table. `packet` counts every record of the capture, as ld.py
+does. Exit code: 0 nothing alerted, 1 alerts raised, 2 error. Live mode prints each alert the
+moment it is raised and keeps a rolling window, so memory stays flat over hours.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import sys
+import tempfile
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exfil.alerts import AlertBook, format_alerts
+from exfil.cli import UserError, configure, format_config, run
+from exfil.features import extras, qname_matrix, unigrams
+from exfil.files import atomic_path, save_json
+from exfil.packets import (
+    csv_block,
+    format_address,
+    format_fixed6,
+    format_flag,
+    packet_fields,
+    strings,
+)
+from exfil.pcapread import capture_paths, check_capture, map_captures, read_dns
+from models import load_checkpoint, predict_proba
+from models.nets import INPUTS
+
+# -----------------------------------------------------------------------------
+# what to score
+CAPTURES: list[str] = []  # captures, folders of captures, or text files listing them
+MODEL = "checkpoints/clf.pt"  # checkpoint from train_clf.py, train_ae_clf.py or train_lstm.py
+THRESHOLD = -1.0  # decision threshold on the score; negative: the checkpoint's own
+# outputs
+OUT = "scores.csv"  # per-packet scores
+ALERTS = ""  # alerts JSON (default: alerts.json beside OUT)
+MIN_NAMES = 5  # distinct flagged names a registered domain needs before it is alerted
+MIN_SHARE = 0.2  # ... and the share of all its packets its flagged ones must make up
+# live traffic
+IFACE = ""  # sniff this interface instead of reading captures (root or CAP_NET_RAW)
+CAPTURE_PORTS: list[int] = [53]  # capture filter: UDP/TCP ports carrying DNS (files too)
+LIVE_SECONDS = 0.0  # stop live capture after this many seconds (0: until Ctrl-C / SIGTERM)
+LIVE_FLUSH = 0.5  # score what arrived at least this often (seconds)
+LIVE_WINDOW = 3600.0  # forget domains quiet for this long (seconds), so memory stays flat
+# system
+CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)
+WORKERS = 0  # processes for several captures (0 = one per core)
+BATCH_SIZE = 65536  # packets per network forward pass
+# -----------------------------------------------------------------------------
+
+_HEADER = "capture,packet,time,src,dst,qname,qtype,response,score,malicious\n"
+_ID_COLUMNS = ("capture", "packet", "time", "src", "dst", "qname", "qtype", "response")
+
+
+def network_inputs(batch, meta: dict) -> dict:  # noqa: ANN001
+    """The arrays the checkpoint's network was trained on, computed as ng.py computes them."""
+    features = meta["features"]
+    if INPUTS[meta["network"]] == "qname":
+        names, lengths = qname_matrix(batch, int(features.get("qname_len", 256)))
+        return {"qname_bytes": names, "qname_len": lengths}
+    vectors = unigrams(batch, features.get("scope", "qname"), features.get("transform", "log1p"))
+    if features.get("extras"):
+        vectors = np.hstack([vectors, extras(batch, tuple(features["extras"]))])
+    return {"unigrams": vectors}
+
+
+def score_batches(batches, name: str, model, meta: dict, threshold: float, sink, book) -> int:  # noqa: ANN001
+    """Score DnsBatches, write their CSV rows to `sink`, feed alerts; return flagged count."""
+    flagged = 0
+    for batch in batches:
+        if not len(batch):
+            continue
+        inputs = network_inputs(batch, meta)
+        scores = predict_proba(model, meta, batch_size=BATCH_SIZE, **inputs)
+        malicious = scores >= threshold
+        flagged += int(malicious.sum())
+        fields = packet_fields(name, batch)
+        rows = [fields[key] for key in _ID_COLUMNS]
+        sink.write(csv_block([*rows, format_fixed6(scores), format_flag(malicious)]))
+        why = inputs.get("unigrams")
+        if why is None or meta["features"].get("scope") != "qname":
+            why = unigrams(batch, "qname", "log1p")
+        client = np.where(batch.response[:, None], batch.dst, batch.src)
+        raised = book.update(
+            strings(fields["qname"]), strings(format_address(client)), batch.time, scores,
+            malicious, batch.qname, batch.qlen, why[:, :256],
+        )  # fmt: skip
+        for domain in raised if book.window_seconds is not None else ():
+            alert = book.summary(domain)
+            print(
+                f"ALERT {domain}: {alert['queries']} flagged queries from "
+                f"{', '.join(alert['clients'])}; e.g. {alert['examples'][0]}",
+                flush=True,
+            )
+    return flagged
+
+
+# -----------------------------------------------------------------------------
+# captures
+
+
+def score_capture(path: Path, part_dir: Path, threshold: float, threads: int) -> dict:
+    """One capture: CSV rows to a part file, alerts kept in a book (returned to the parent)."""
+    torch.set_num_threads(threads)
+    model, meta = load_checkpoint(MODEL)
+    book = AlertBook(MIN_NAMES, MIN_SHARE)
+    stats: dict = {}
+    part = part_dir / f"{os.getpid()}-{path.name}.csv"
+    with open(part, "wb") as sink:
+        flagged = score_batches(
+            read_dns(path, CAPTURE_PORTS, CHUNK, stats), str(path), model, meta, threshold,
+            sink, book,
+        )  # fmt: skip
+    return {"path": str(path), "part": str(part), "stats": stats, "flagged": flagged, "book": book}
+
+
+def detect_files(threshold: float, alerts_path: Path) -> list[dict]:
+    paths = capture_paths(CAPTURES)
+    for path in paths:
+        check_capture(path)
+    out = Path(OUT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workers = min(WORKERS or os.cpu_count() or 1, len(paths))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".detect-") as part_dir:
+        work = partial(score_capture, part_dir=Path(part_dir), threshold=threshold, threads=threads)
+        results = map_captures(work, paths, workers)
+        with atomic_path(out) as temporary, open(temporary, "wb") as sink:
+            sink.write(_HEADER.encode())
+            for result in results:
+                with open(result["part"], "rb") as part:
+                    while block := part.read(1 << 22):
+                        sink.write(block)
+    book = results[0]["book"]
+    for result in results[1:]:
+        book.merge(result["book"])
+    alerts = book.alerts()
+    save_json(alerts_path, {"threshold": threshold, "model": MODEL, "alerts": alerts})
+    packets = sum(r["stats"].get("dns_packets", 0) for r in results)
+    seconds = time.perf_counter() - started
+    for result in results:
+        skipped = {k: v for k, v in result["stats"].items() if k not in ("records", "dns_packets")}
+        print(
+            f"{result['path']}: {result['stats'].get('records', 0)} records, "
+            f"{result['stats'].get('dns_packets', 0)} DNS packets, {result['flagged']} flagged"
+            + (f"; skipped {skipped}" if skipped else "")
+        )
+    print(
+        f"scored {packets} DNS packets in {seconds:.2f} s "
+        f"({packets / max(seconds, 1e-9):,.0f} packets/s) -> {out}"
+    )
+    return alerts
+
+
+# -----------------------------------------------------------------------------
+# live traffic
+
+
+def pcap_bytes(frames: list[tuple[float, bytes]]) -> bytes:
+    """Frames as a little pcap file (Ethernet, µs), so live traffic takes the file path."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for stamp, frame in frames:
+        seconds, micros = int(stamp), int(round((stamp % 1) * 1e6)) % 1_000_000
+        out.append(struct.pack("<IIII", seconds, micros, len(frame), len(frame)) + frame)
+    return b"".join(out)
+
+
+def detect_live(threshold: float, alerts_path: Path) -> list[dict]:
+    from exfil.sniff import Sniffer
+
+    model, meta = load_checkpoint(MODEL)
+    book = AlertBook(MIN_NAMES, MIN_SHARE, LIVE_WINDOW)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    arrived: list[tuple[float, bytes]] = []
+    seen = 0
+    name = f"iface:{IFACE}"
+    with Sniffer(IFACE, CAPTURE_PORTS) as sniffer, tempfile.TemporaryDirectory() as scratch:
+        print(f"listening on {IFACE} (ports {CAPTURE_PORTS}); Ctrl-C to stop", flush=True)
+        sniffer.start(keep=arrived)
+        deadline = time.monotonic() + LIVE_SECONDS if LIVE_SECONDS > 0 else None
+        window = Path(scratch) / "window.pcap"
+        with atomic_path(OUT) as temporary, open(temporary, "wb") as sink:
+            sink.write(_HEADER.encode())
+            try:
+                while not stop.is_set():
+                    finished = deadline is not None and time.monotonic() >= deadline
+                    stop.wait(LIVE_FLUSH if not finished else 0.3)
+                    taken = arrived[: len(arrived)]
+                    del arrived[: len(taken)]
+                    if taken:
+                        window.write_bytes(pcap_bytes(taken))
+                        batches = []
+                        for batch in read_dns(window, CAPTURE_PORTS, CHUNK):
+                            batch.record = batch.record + seen
+                            batches.append(batch)
+                        seen += len(taken)
+                        score_batches(batches, name, model, meta, threshold, sink, book)
+                        sink.flush()
+                    if finished:
+                        break
+            except KeyboardInterrupt:
+                print("stopping", file=sys.stderr)
+            sniffer.stop()
+    alerts = book.alerts()
+    save_json(alerts_path, {"threshold": threshold, "model": MODEL, "alerts": alerts})
+    return alerts
+
+
+# -----------------------------------------------------------------------------
+
+
+def main() -> int:
+    config = configure(globals(), positional="CAPTURES")
+    if bool(IFACE) == bool(CAPTURES):
+        raise UserError("give capture files, or --iface NAME for live traffic (not both)")
+    print(format_config(config))
+    model, meta = load_checkpoint(MODEL)  # fail early, before any output
+    del model
+    threshold = THRESHOLD if THRESHOLD >= 0 else float(meta.get("threshold", 0.5))
+    print(f"model {MODEL}: {meta['network']}, threshold {threshold:.4f}")
+    alerts_path = Path(ALERTS) if ALERTS else Path(OUT).with_name("alerts.json")
+    alerts = detect_live(threshold, alerts_path) if IFACE else detect_files(threshold, alerts_path)
+    print(format_alerts(alerts))
+    print(f"alerts: {len(alerts)} domain(s) -> {alerts_path}")
+    return 1 if alerts else 0
+
+
+if __name__ == "__main__":
+    run(main)
