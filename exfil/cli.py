@@ -110,6 +110,7 @@ def configure(
     for name, default in tunables.items():
         text = helps.get(name, "")
         text = f"{text} (default: {default!r})" if text else f"default: {default!r}"
+        text = text.replace("%", "%%")  # argparse %-formats help text
         kwargs: dict[str, Any] = {"default": default, "help": text, "dest": name}
         if name in choices:
             kwargs["choices"] = list(choices[name])

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     from exfil.cli import UserError, configure, run
 
     CAPTURES: list[str] = []   # capture files
-    EPOCHS = 20                # passes over the data
+    EPOCHS = 20                # passes over the data (100% of it)
     RULE = "domain"            # labelling rule
 
     def main():
@@ -69,7 +69,7 @@ def test_script_help_error_and_success(tmp_path):
     script = tmp_path / "toy.py"
     script.write_text(SCRIPT.format(root=root))
     helped = subprocess.run([sys.executable, script, "-h"], capture_output=True, text=True)
-    assert helped.returncode == 0 and "passes over the data" in helped.stdout
+    assert helped.returncode == 0 and "passes over the data (100% of it)" in helped.stdout
     failed = subprocess.run([sys.executable, script], capture_output=True, text=True)
     assert failed.returncode == 2
     assert failed.stderr.strip() == "toy.py: error: no capture given"
