@@ -35,6 +35,7 @@ from exfil.packets import (
     format_address,
     format_fixed6,
     format_flag,
+    format_qname,
     packet_fields,
     strings,
 )
@@ -91,15 +92,18 @@ def score_batches(batches, name: str, model, meta: dict, threshold: float, sink,
         malicious = scores >= threshold
         flagged += int(malicious.sum())
         fields = packet_fields(name, batch)
-        rows = [fields[key] for key in _ID_COLUMNS]
-        sink.write(csv_block([*rows, format_fixed6(scores), format_flag(malicious)]))
-        why = inputs.get("unigrams")
-        if why is None or meta["features"].get("scope") != "qname":
-            why = unigrams(batch, "qname", "log1p")
-        client = np.where(batch.response[:, None], batch.dst, batch.src)
+        columns = [fields[key] for key in _ID_COLUMNS]
+        sink.write(csv_block([*columns, format_fixed6(scores), format_flag(malicious)]))
+        # the alert's "why" compares qname 1 + ln(count) histograms: reuse the inputs if they are
+        features = meta["features"]
+        same = (features.get("scope"), features.get("transform")) == ("qname", "log1p")
+        why = inputs["unigrams"] if same and "unigrams" in inputs else unigrams(batch)
+        rows = np.flatnonzero(malicious)  # text only for what may be alerted
+        names = strings(format_qname(batch.qname[rows], batch.qlen[rows]))
+        client = np.where(batch.response[rows, None], batch.dst[rows], batch.src[rows])
         raised = book.update(
-            strings(fields["qname"]), strings(format_address(client)), batch.time, scores,
-            malicious, batch.qname, batch.qlen, why[:, :256],
+            batch.qname, batch.qlen, batch.time, scores, malicious, names,
+            strings(format_address(client)), why[:, :256],
         )  # fmt: skip
         for domain in raised if book.window_seconds is not None else ():
             alert = book.summary(domain)

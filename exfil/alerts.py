@@ -22,7 +22,7 @@ from exfil.features import extras
 
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
-MAX_CACHED_NAMES = 200_000  # qname -> registered domain cache, cleared when full
+MAX_CACHED_NAMES = 200_000  # name bytes -> registered domain cache, cleared when full
 SIGNAL_SAMPLE = 1000  # flagged packets per domain whose name signals are averaged
 MAX_DOMAIN_TOTALS = 1_000_000  # domains whose packets are counted; beyond it, unflagged ones go
 EXAMPLES = 3
@@ -203,7 +203,7 @@ class AlertBook:
         self.window_seconds = window_seconds
         self.domains: OrderedDict[str, DomainAlert] = OrderedDict()
         self.totals: dict[str, int] = {}
-        self._domain_of: dict[str, str] = {}
+        self._domain_of: dict[bytes, str] = {}
         self._benign_sum: np.ndarray | None = None
         self._benign_count = 0
 
@@ -230,28 +230,35 @@ class AlertBook:
 
     def update(
         self,
-        qnames: list[str],
-        clients: list[str],
+        name_bytes: np.ndarray,
+        name_len: np.ndarray,
         times: np.ndarray,
         scores: np.ndarray,
         malicious: np.ndarray,
-        name_bytes: np.ndarray,
-        name_len: np.ndarray,
+        flagged_names: list[str],
+        flagged_clients: list[str],
         unigrams: np.ndarray | None = None,
     ) -> list[str]:
         """Add one batch of every DNS packet; return domains newly alerted.
 
-        Parallel per-packet inputs: names as text and as a uint8 (n, W) matrix with lengths,
-        client addresses, times, scores, flags, and optionally the qname unigrams that the
-        "why" of an alert compares with the benign traffic.
+        Per packet: question names as a uint8 (n, W) matrix with lengths, times, scores, flags,
+        and optionally the qname unigrams the "why" of an alert compares with benign traffic.
+        Text is needed for flagged packets only (`flagged_names`, `flagged_clients`, in row
+        order), which keeps the cost per benign packet to one dictionary hit.
         """
         cache, totals = self._domain_of, self.totals
         if len(cache) > MAX_CACHED_NAMES:
             cache.clear()
-        for qname, count in Counter(qnames).items():  # benign names repeat: one lookup each
-            domain = cache.get(qname)
+        width = name_bytes.shape[1]
+        keys = (
+            np.ascontiguousarray(name_bytes).view(f"S{width}").ravel().tolist()
+            if width
+            else [b""] * len(name_len)
+        )
+        for key, count in Counter(keys).items():  # benign names repeat: one lookup each
+            domain = cache.get(key)
             if domain is None:
-                domain = cache[qname] = registered_domain(qname)
+                domain = cache[key] = registered_domain(key.decode("latin-1"))
             totals[domain] = totals.get(domain, 0) + count
         flagged = np.flatnonzero(malicious)
         if unigrams is not None:
@@ -260,14 +267,14 @@ class AlertBook:
             if self._benign_sum is not None:
                 benign_sum += self._benign_sum
             self._benign_sum = benign_sum
-            self._benign_count += len(qnames) - len(flagged)
+            self._benign_count += len(keys) - len(flagged)
         rows_of: dict[str, list[int]] = {}
-        for i in flagged.tolist():
-            domain = cache[qnames[i]]
+        for k, i in enumerate(flagged.tolist()):
+            domain = cache[keys[i]]
             alert = self.domains.get(domain)
             if alert is None:
                 alert = self.domains[domain] = DomainAlert(domain, float(times[i]), float(times[i]))
-            alert.add(qnames[i], clients[i], float(times[i]), float(scores[i]))
+            alert.add(flagged_names[k], flagged_clients[k], float(times[i]), float(scores[i]))
             rows_of.setdefault(domain, []).append(i)
         self._add_signals(rows_of, name_bytes, name_len)
         raised = []

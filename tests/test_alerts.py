@@ -18,14 +18,15 @@ def batch(names, malicious, start=0.0, client="10.0.0.66"):
     matrix = np.zeros((n, width), np.uint8)
     for row, name in enumerate(names):
         matrix[row, : len(name)] = np.frombuffer(name.encode(), np.uint8)
+    flags = np.asarray(malicious, dtype=bool)
     return (
-        list(names),
-        [client] * n,
-        np.arange(n, dtype=np.float64) + start,
-        np.where(malicious, 0.9, 0.1).astype(np.float32),
-        np.asarray(malicious, dtype=bool),
         matrix,
         np.array([len(name) for name in names], np.int32),
+        np.arange(n, dtype=np.float64) + start,
+        np.where(flags, 0.9, 0.1).astype(np.float32),
+        flags,
+        [name for name, flag in zip(names, flags, strict=True) if flag],
+        [client] * int(flags.sum()),
     )
 
 
