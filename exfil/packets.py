@@ -57,6 +57,8 @@ def _groups(values: np.ndarray, count: int, padded: bool) -> np.ndarray:
     padded: every group zero-filled (fractions, or below a shared leading part); else the
     number as written, leading zero groups empty.
     """
+    if not len(values):
+        return np.zeros((0, 3 * count), np.uint8)
     out = np.empty((len(values), count), np.uint32)
     rest = values
     for k in range(count):  # from the units up
@@ -274,7 +276,7 @@ def _dirty_rows(names: np.ndarray, qlen: np.ndarray) -> np.ndarray:
         if byte in flat:
             found.append(np.flatnonzero(names == byte[0]) // width)
     shifted = names - np.uint8(1)  # NUL -> 0xff, controls and space -> 0x00..0x1f
-    if width and int(shifted.min()) < 0x20:
+    if shifted.size and int(shifted.min()) < 0x20:
         found.append(np.flatnonzero(shifted < 0x20) // width)
     if np.count_nonzero(names) != int(qlen.sum()):  # NUL inside a name (or bytes past qlen)
         inside = np.arange(width) < qlen[:, None]

@@ -289,3 +289,18 @@ def test_packet_fields_and_strings(tmp_path: Path) -> None:
         rows = [fields[key] for key in pk.PACKET_COLUMNS] + [pk.constant("0")]
         expected = ref_rows("c", batch, np.zeros(len(batch), int))
         assert pk.csv_block(rows).decode() == expected
+
+
+def test_formatters_accept_empty_batches() -> None:
+    empty = np.zeros((0, 7), np.uint8)
+    lengths = np.zeros(0, np.int32)
+    columns = [
+        pk.format_qname(empty, lengths),
+        pk.format_int(np.zeros(0, np.int64)),
+        pk.format_fixed6(np.zeros(0)),
+        pk.format_address(np.zeros((0, 16), np.uint8)),
+        pk.format_qtype(np.zeros(0, np.uint16)),
+        pk.format_flag(np.zeros(0, bool)),
+    ]
+    assert pk.csv_block(columns) == b""
+    assert pk.strings(columns[0]) == [] and pk.strings(columns[3]) == []
