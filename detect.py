@@ -119,9 +119,13 @@ def score_batches(batches, name: str, model, meta: dict, threshold: float, sink,
 # captures
 
 
-def score_capture(path: Path, part_dir: Path, threshold: float, threads: int) -> dict:
-    """One capture: CSV rows to a part file, alerts kept in a book (returned to the parent)."""
-    torch.set_num_threads(threads)
+def score_capture(path: Path, part_dir: Path, threshold: float) -> dict:
+    """One capture: CSV rows to a part file, alerts kept in a book (returned to the parent).
+
+    One torch thread: chunks are small enough that threads cost more than they give, and
+    several captures run in parallel processes instead.
+    """
+    torch.set_num_threads(1)
     model, meta = load_checkpoint(MODEL)
     book = AlertBook(MIN_NAMES, MIN_SHARE)
     stats: dict = {}
@@ -141,10 +145,9 @@ def detect_files(threshold: float, alerts_path: Path) -> list[dict]:
     out = Path(OUT)
     out.parent.mkdir(parents=True, exist_ok=True)
     workers = min(WORKERS or os.cpu_count() or 1, len(paths))
-    threads = max(1, (os.cpu_count() or 1) // workers)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".detect-") as part_dir:
-        work = partial(score_capture, part_dir=Path(part_dir), threshold=threshold, threads=threads)
+        work = partial(score_capture, part_dir=Path(part_dir), threshold=threshold)
         results = map_captures(work, paths, workers)
         with atomic_path(out) as temporary, open(temporary, "wb") as sink:
             sink.write(_HEADER.encode())

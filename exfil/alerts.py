@@ -23,7 +23,7 @@ from exfil.features import extras
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
 MAX_CACHED_NAMES = 200_000  # name bytes -> registered domain cache, cleared when full
-SIGNAL_SAMPLE = 1000  # flagged packets per domain whose name signals are averaged
+SIGNAL_SAMPLE = 100  # flagged packets per domain whose name signals are averaged
 MAX_DOMAIN_TOTALS = 1_000_000  # domains whose packets are counted; beyond it, unflagged ones go
 EXAMPLES = 3
 
@@ -102,25 +102,28 @@ class DomainAlert:
     unigram_sum: np.ndarray | None = None
     raised: bool = False
 
-    def add(self, qname: str, client: str, when: float, score: float) -> None:
-        self.queries += 1
-        self.first_seen = min(self.first_seen, when)
-        self.last_seen = max(self.last_seen, when)
-        self.score_sum += score
-        if qname not in self.names:
-            if len(self.names) < MAX_TRACKED_NAMES:
-                self.names.add(qname)
-            else:
-                self.names_overflow = True
-            self.name_bytes += len(qname)
-            payload = qname[: max(len(qname) - len(self.domain) - 1, 0)].replace(".", "")
-            self.data_chars += len(payload)
-            if len(self.alphabet) < 256:
-                self.alphabet.update(payload)
-        if len(self.clients) < MAX_TRACKED_CLIENTS:
-            self.clients.add(client)
-        if len(self.examples) < EXAMPLES and qname not in self.examples:
-            self.examples.append(qname)
+    def add(
+        self, names: list[str], clients: list[str], times: np.ndarray, scores: np.ndarray
+    ) -> None:
+        """Fold in this domain's flagged packets of one batch (parallel lists and arrays)."""
+        self.queries += len(names)
+        self.first_seen = min(self.first_seen, float(times.min()))
+        self.last_seen = max(self.last_seen, float(times.max()))
+        self.score_sum += float(scores.sum(dtype=np.float64))
+        new = [name for name in dict.fromkeys(names) if name not in self.names]
+        room = max(MAX_TRACKED_NAMES - len(self.names), 0)
+        self.names.update(new[:room])
+        self.names_overflow |= len(new) > room
+        cut = len(self.domain) + 1
+        payloads = [name[:-cut].replace(".", "") for name in new if len(name) > cut]
+        self.name_bytes += sum(map(len, new))
+        self.data_chars += sum(map(len, payloads))
+        if len(self.alphabet) < 256:
+            self.alphabet.update("".join(payloads))
+        room = MAX_TRACKED_CLIENTS - len(self.clients)
+        if room > 0:
+            self.clients.update(list(dict.fromkeys(clients))[:room])
+        self.examples += new[: max(EXAMPLES - len(self.examples), 0)]
 
     def merge(self, other: DomainAlert) -> None:
         """Fold in the same domain's sums from another capture (parallel detection)."""
@@ -207,13 +210,13 @@ class AlertBook:
         self._benign_sum: np.ndarray | None = None
         self._benign_count = 0
 
-    def _add_signals(self, rows_of: dict[str, list[int]], name_bytes, name_len) -> None:  # noqa: ANN001
+    def _add_signals(self, rows_of: dict[str, np.ndarray], name_bytes, name_len) -> None:  # noqa: ANN001
         """Name signals of up to SIGNAL_SAMPLE flagged packets a domain, in one vectorised call."""
         chosen: list[int] = []
         takers: list[tuple[DomainAlert, int, int]] = []
         for domain, rows in rows_of.items():
             alert = self.domains[domain]
-            take = rows[: max(SIGNAL_SAMPLE - alert.signal_count, 0)]
+            take = rows[: max(SIGNAL_SAMPLE - alert.signal_count, 0)].tolist()
             takers.append((alert, len(chosen), len(take)))
             chosen += take
         if not chosen:
@@ -262,27 +265,31 @@ class AlertBook:
             totals[domain] = totals.get(domain, 0) + count
         flagged = np.flatnonzero(malicious)
         if unigrams is not None:
-            benign_sum = unigrams.sum(axis=0, dtype=np.float64)
-            benign_sum -= unigrams[flagged].sum(axis=0, dtype=np.float64)
+            benign_sum = unigrams.sum(axis=0).astype(np.float64)  # float32 within a batch
+            benign_sum -= unigrams[flagged].sum(axis=0)
             if self._benign_sum is not None:
                 benign_sum += self._benign_sum
             self._benign_sum = benign_sum
             self._benign_count += len(keys) - len(flagged)
-        rows_of: dict[str, list[int]] = {}
+        picks: dict[str, list[int]] = {}  # domain -> positions in the flagged lists
         for k, i in enumerate(flagged.tolist()):
-            domain = cache[keys[i]]
+            picks.setdefault(cache[keys[i]], []).append(k)
+        rows_of: dict[str, np.ndarray] = {}  # domain -> its flagged rows of this batch
+        for domain, ks in picks.items():
+            rows = rows_of[domain] = flagged[ks]
             alert = self.domains.get(domain)
             if alert is None:
-                alert = self.domains[domain] = DomainAlert(domain, float(times[i]), float(times[i]))
-            alert.add(flagged_names[k], flagged_clients[k], float(times[i]), float(scores[i]))
-            rows_of.setdefault(domain, []).append(i)
+                start = float(times[rows[0]])
+                alert = self.domains[domain] = DomainAlert(domain, start, start)
+            names = [flagged_names[k] for k in ks]
+            alert.add(names, [flagged_clients[k] for k in ks], times[rows], scores[rows])
         self._add_signals(rows_of, name_bytes, name_len)
         raised = []
         for domain, rows in rows_of.items():
             alert = self.domains[domain]
             self.domains.move_to_end(domain)
             if unigrams is not None:
-                add = unigrams[rows].sum(axis=0, dtype=np.float64)
+                add = unigrams[rows].sum(axis=0).astype(np.float64)
                 alert.unigram_sum = add if alert.unigram_sum is None else alert.unigram_sum + add
             if not alert.raised and self._is_alert(alert):
                 alert.raised = True
