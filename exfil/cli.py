@@ -74,12 +74,23 @@ class _ListAction(argparse.Action):
 
 
 def constants(namespace: dict[str, Any]) -> dict[str, Any]:
-    """The script's tunable constants: UPPER_CASE names bound to plain values."""
+    """The script's tunable constants: UPPER_CASE names bound to plain values.
+
+    When the script's source is known, only names it assigns at top level count, so constants
+    it merely imports from a module never become flags.
+    """
     plain = (bool, int, float, str, list, tuple, type(None))
+    source = namespace.get("__file__")
+    own = None
+    if source and Path(source).is_file():
+        text = Path(source).read_text(encoding="utf-8")
+        own = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=\n]*)?=", text, re.MULTILINE))
     return {
         name: value
         for name, value in namespace.items()
-        if re.fullmatch(r"[A-Z][A-Z0-9_]*", name) and isinstance(value, plain)
+        if re.fullmatch(r"[A-Z][A-Z0-9_]*", name)
+        and isinstance(value, plain)
+        and (own is None or name in own)
     }
 
 

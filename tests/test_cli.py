@@ -14,6 +14,7 @@ SCRIPT = textwrap.dedent(
     import sys
     sys.path.insert(0, {root!r})
     from exfil.cli import UserError, configure, run
+    from exfil.dnsmsg import MAX_LABEL  # imported constants are not flags
 
     CAPTURES: list[str] = []   # capture files
     EPOCHS = 20                # passes over the data (100% of it)
@@ -70,6 +71,7 @@ def test_script_help_error_and_success(tmp_path):
     script.write_text(SCRIPT.format(root=root))
     helped = subprocess.run([sys.executable, script, "-h"], capture_output=True, text=True)
     assert helped.returncode == 0 and "passes over the data (100% of it)" in helped.stdout
+    assert "--max-label" not in helped.stdout
     failed = subprocess.run([sys.executable, script], capture_output=True, text=True)
     assert failed.returncode == 2
     assert failed.stderr.strip() == "toy.py: error: no capture given"
