@@ -5,9 +5,12 @@
     python evaluate.py --checkpoints checkpoints/clf.pt --baselines rule --no-plots
     python evaluate.py --time-labels work/test-time/labels.npy   # measure time-rule label noise
     python evaluate.py --leave-one-out                   # + train without each style, test on it
+    python evaluate.py --ablation                        # + baselines on unigrams alone
+    python evaluate.py --extras                          # baselines on unigrams alone
 
-Networks use the threshold stored in their checkpoint. Baselines (logistic regression and
-random forest on the same unigrams, a length/entropy rule) are fitted on DATA's training split
+Networks use the threshold stored in their checkpoint and the extra features it names (TEST
+needs them: ng.py --extras). Baselines (logistic regression and random forest on the unigrams
++ EXTRAS, a length/entropy rule) are fitted on DATA's training split
 with the networks' split and threshold rule. Writes results/metrics.json (model -> accuracy,
 precision, recall, f1, roc_auc, pr_auc, fpr, ...; undefined values are null with a note),
 results/report.md and PNG plots. Bad input: one line, exit code 2.
@@ -21,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from exfil.cli import UserError, configure, format_config, run
+from exfil.features import NAME_FEATURES
 from exfil.files import save_json, save_text
 from models import anomaly_score, baselines, check_features, load_checkpoint, predict_proba
-from models.data import Dataset, features_key, load_dataset, split_by_file_and_time
+from models.data import Dataset, features_key, load_dataset, split_by_file_and_time, with_extras
 from models.metrics import binary_metrics, rate_by_group
 from models.report import group_table, main_table, markdown_report
 
@@ -35,6 +39,8 @@ TIME_LABELS = "work/test-time/labels.npy"  # time-rule labels of TEST (ld.py --r
 # models
 CHECKPOINTS = ["checkpoints/ae_clf.pt", "checkpoints/clf.pt", "checkpoints/lstm.pt"]  # networks
 BASELINES = ["logreg", "forest", "rule"]  # baselines: logreg | forest | rule
+EXTRAS = list(NAME_FEATURES)  # name features the baselines use besides unigrams; none: --extras
+ABLATION = False  # also fit logreg and forest on unigrams alone (NAME-unigrams): do EXTRAS help?
 ANOMALY = True  # also report ae_clf's anomaly path (reconstruction error) as ae_anomaly
 FOREST_TREES = 100  # trees of the random forest baseline
 VAL_FILES = 0.25  # validation share of files for the baselines (as in the training scripts)
@@ -68,15 +74,18 @@ def steady_timed(fn, test: Dataset):
 def score_networks(test: Dataset) -> tuple[dict, dict]:
     """Every checkpoint's scores and metrics on TEST (+ the anomaly path of ae_clf)."""
     results, histories = {}, {}
-    arrays = (test.unigrams, test.qname_bytes, test.qname_len)
     for path in CHECKPOINTS:
         model, meta = load_checkpoint(path)
         check_features(meta, test.features)
+        x = test.unigrams  # + the extra features the checkpoint was trained with, if any
+        if meta["network"] != "lstm":
+            x = with_extras(test, meta.get("features", {}).get("extras") or []).unigrams
+        arrays = (x, test.qname_bytes, test.qname_len)
         name = Path(path).stem
         if set(meta.get("train_captures", [])) & set(filter(None, test.captures)):
             print(f"warning: {name} was trained on a capture that is also in {TEST}")
 
-        def proba(rows, model=model, meta=meta):
+        def proba(rows, model=model, meta=meta, arrays=arrays):
             return predict_proba(model, meta, *(a[rows] for a in arrays), batch_size=BATCH_SIZE)
 
         scores, seconds = steady_timed(proba, test)
@@ -90,8 +99,8 @@ def score_networks(test: Dataset) -> tuple[dict, dict]:
         histories[name] = meta.get("history", [])
         if ANOMALY and meta["network"] == "ae_clf" and "anomaly_threshold" in meta:
 
-            def errors(rows, model=model, meta=meta):
-                return anomaly_score(model, meta, test.unigrams[rows], BATCH_SIZE)
+            def errors(rows, model=model, meta=meta, x=x):
+                return anomaly_score(model, meta, x[rows], BATCH_SIZE)
 
             scores, seconds = steady_timed(errors, test)
             threshold = meta["anomaly_threshold"]
@@ -112,22 +121,26 @@ def score_baselines(test: Dataset, config: dict) -> dict:
         if features_key(train_data.features)[key] != features_key(test.features)[key]:
             raise UserError(f"{DATA} and {TEST} have different feature {key}: rerun ng.py")
     train, val = split_by_file_and_time(train_data, VAL_FILES, VAL_TIME, SEED)
+    runs = [(name, name, EXTRAS) for name in BASELINES]  # (result name, baseline, extras)
+    if ABLATION and EXTRAS:
+        runs += [(f"{n}-unigrams", n, []) for n in BASELINES if n != "rule"]
     results = {}
-    for name in BASELINES:
+    for label, name, extras in runs:
+        fit_data, test_data = with_extras(train_data, extras), with_extras(test, extras)
         baseline, fit_seconds = timed(
-            lambda n=name: baselines.Baseline(n, FOREST_TREES, SEED).fit(
-                train_data, train, val, config
+            lambda n=name, d=fit_data: baselines.Baseline(n, FOREST_TREES, SEED).fit(
+                d, train, val, config
             )
         )
-        scores, seconds = timed(lambda b=baseline: b.score(test))
-        results[name] = {
+        scores, seconds = timed(lambda b=baseline, d=test_data: b.score(d))
+        results[label] = {
             "scores": scores,
             "threshold": baseline.threshold,
             "seconds": seconds,
             "fit_seconds": round(fit_seconds, 3),
             "threshold_rule": baseline.rule,
         }
-        print(f"fitted baseline {name} on {DATA} in {fit_seconds:.1f} s")
+        print(f"fitted baseline {label} on {DATA} in {fit_seconds:.1f} s")
     return results
 
 

@@ -31,7 +31,7 @@ OUT = ""  # output folder (required)
 SCOPE = "qname"  # bytes counted: qname | dns (id and TTLs zeroed) | udp (original; leaks ports)
 TRANSFORM = "log1p"  # count transform: log1p (1 + ln c) | raw | log2 | log10 | l1
 QNAME_LEN = 256  # name bytes kept per packet for the LSTM (padded with 0 or cut)
-EXTRAS: list[str] = []  # optional extra features, see exfil.features.EXTRA_FEATURES
+EXTRAS = list(feat.NAME_FEATURES)  # extra name features (see EXTRA_FEATURES); none: --extras
 # reading
 PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS
 CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)

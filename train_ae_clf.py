@@ -2,6 +2,7 @@
 
     python train_ae_clf.py                                # work/train -> checkpoints/ae_clf.pt
     python train_ae_clf.py --ae-epochs 10 --epochs 10
+    python train_ae_clf.py --extras                       # unigrams alone (ng.py without --extras)
     torchrun --nproc_per_node=2 train_ae_clf.py           # two processes, DDP (gloo on CPU)
     python train_ae_clf.py --dry-run --out /tmp/ae.pt     # one batch per stage: smoke test
 
@@ -18,10 +19,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from exfil.features import NAME_FEATURES
 from models.distributed import print0, teardown
 from models.inference import reconstruction_errors
 from models.metrics import binary_metrics
-from models.nets import AEClassifier, AEConfig
+from models.nets import AEClassifier, AEConfig, fit_scaling
 from models.pipeline import finish, inputs, labelled, load_split, scorer, start
 from models.training import classifier_validation, cross_entropy, fit
 
@@ -33,6 +35,7 @@ VAL_FILES = 0.25  # share of the exfiltrated files held out for validation
 VAL_TIME = 0.2  # share of the capture (its last time block) held out for validation
 THRESHOLD_RULE = "fpr"  # decision threshold on validation: fpr (false-alarm budget) | f1 (best F1)
 TARGET_FPR = 0.001  # for THRESHOLD_RULE fpr: share of benign validation packets flagged
+EXTRAS = list(NAME_FEATURES)  # name features appended to the unigrams (ng.py); none: --extras
 # model
 HIDDEN = 128  # first encoder layer width, sigmoid (the original: 128)
 CODE = 64  # bottleneck width (the original: 64)
@@ -57,14 +60,16 @@ DRY_RUN = False  # one batch of one epoch per stage: a smoke test of the whole p
 
 def mse(net: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     (x,) = batch
-    return torch.nn.functional.mse_loss(net(x), x)
+    target = getattr(net, "module", net).target(x)  # DDP wraps the autoencoder in .module
+    return torch.nn.functional.mse_loss(net(x), target)
 
 
 def main() -> int:
     config, dist, train_cfg = start(globals())
-    data, train, val = load_split(DATA, "ae_clf", VAL_FILES, VAL_TIME, SEED, dist)
-    args = AEConfig(dim=data.unigrams.shape[1], hidden=HIDDEN, code=CODE)
+    data, train, val = load_split(DATA, "ae_clf", VAL_FILES, VAL_TIME, SEED, dist, EXTRAS)
+    args = AEConfig(dim=data.unigrams.shape[1], hidden=HIDDEN, code=CODE, extras=len(EXTRAS))
     model = AEClassifier(args)
+    fit_scaling(model, torch.from_numpy(data.unigrams[train]))  # extras' statistics
 
     # stage 1: the autoencoder learns to rebuild (benign) traffic
     ae_train = train[data.labels[train] == 0] if AE_BENIGN_ONLY else train

@@ -2,6 +2,7 @@
 
     python train_clf.py                                # work/train -> checkpoints/clf.pt
     python train_clf.py --data work/train --epochs 10 --batch-size 256
+    python train_clf.py --extras                        # unigrams alone (ng.py without --extras)
     torchrun --nproc_per_node=2 train_clf.py           # two processes, DDP (gloo on CPU)
     python train_clf.py --dry-run --out /tmp/clf.pt    # one batch: tests the whole script
 
@@ -11,8 +12,11 @@ validation packets (or, with --threshold-rule f1, is the best-F1 cut). The check
 shapes, features, threshold, metrics and the per-epoch history.
 """
 
+import torch
+
+from exfil.features import NAME_FEATURES
 from models.distributed import teardown
-from models.nets import MLPClassifier, MLPConfig
+from models.nets import MLPClassifier, MLPConfig, fit_scaling
 from models.pipeline import finish, labelled, load_split, scorer, start
 from models.training import classifier_validation, cross_entropy, fit
 
@@ -24,6 +28,7 @@ VAL_FILES = 0.25  # share of the exfiltrated files held out for validation
 VAL_TIME = 0.2  # share of the capture (its last time block) held out for validation
 THRESHOLD_RULE = "fpr"  # decision threshold on validation: fpr (false-alarm budget) | f1 (best F1)
 TARGET_FPR = 0.001  # for THRESHOLD_RULE fpr: share of benign validation packets flagged
+EXTRAS = list(NAME_FEATURES)  # name features appended to the unigrams (ng.py); none: --extras
 # model
 HIDDEN = [128, 64]  # hidden layer widths (the original: 128 64)
 # training
@@ -42,9 +47,10 @@ DRY_RUN = False  # one batch of one epoch: a smoke test of the whole pipeline
 
 def main() -> int:
     config, dist, train_cfg = start(globals())
-    data, train, val = load_split(DATA, "clf", VAL_FILES, VAL_TIME, SEED, dist)
-    args = MLPConfig(dim=data.unigrams.shape[1], hidden=tuple(HIDDEN))
+    data, train, val = load_split(DATA, "clf", VAL_FILES, VAL_TIME, SEED, dist, EXTRAS)
+    args = MLPConfig(dim=data.unigrams.shape[1], hidden=tuple(HIDDEN), extras=len(EXTRAS))
     model = MLPClassifier(args)
+    fit_scaling(model, torch.from_numpy(data.unigrams[train]))  # extras' statistics
     validate = classifier_validation(scorer(data, val, "clf"), data.labels[val])
     history = fit(
         model, labelled(data, train, "clf"), cross_entropy, validate, train_cfg, dist, "clf"

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from exfil.cli import configure, format_config, run
+from exfil.features import extras
 from models import load_checkpoint, predict_proba
 from models.nets import NETWORKS, build
 
@@ -49,8 +51,22 @@ def synthetic_inputs(n: int, seed: int) -> dict:
     }
 
 
+def with_extra_columns(data: dict, meta: dict) -> dict:
+    """The extra features of the synthetic names, for a checkpoint trained with ng.py --extras.
+
+    Computed by ng.py's own function, so their scale is realistic (random columns would
+    saturate the sigmoids into subnormal floats and time something no capture produces).
+    """
+    names = tuple(meta.get("features", {}).get("extras") or [])
+    if not names:
+        return data
+    batch = SimpleNamespace(qname=data["qname_bytes"], qlen=data["qname_len"].astype(np.int64))
+    return {**data, "unigrams": np.hstack([data["unigrams"], extras(batch, names)])}
+
+
 def time_model(model, meta: dict, data: dict, repeats: int) -> float:
     """Best packets/s over `repeats` passes, after one warm-up pass."""
+    data = with_extra_columns(data, meta)
     best = float("inf")
     for i in range(repeats + 1):
         if data["device"] == "cuda":

@@ -39,6 +39,9 @@ EXTRA_FEATURES = (  # optional hand-made features (see `extras`)
     "entropy",  # Shannon entropy of the name's bytes, bits per byte
     "qtype",  # query type number
 )
+# what ng.py writes and the unigram networks use by default: every name feature, not qtype
+# (which query types appear is a choice of whoever made the traffic, not a property of names)
+NAME_FEATURES = EXTRA_FEATURES[:-1]
 
 
 # --------------------------------------------------------------------------- bytes per scope

@@ -22,6 +22,7 @@ ARRAYS = {  # file -> (dtype it must have, whether it is needed by every network
     "qname_len.npy": np.int32,
     "files.npy": np.int32,
     "classes.npy": np.int16,
+    "extras.npy": np.float32,
 }
 
 # --------------------------------------------------------------------------- loading
@@ -38,6 +39,7 @@ class Dataset:
     qname_len: np.ndarray | None = None  # (N,) int32
     files: np.ndarray | None = None  # (N,) int32, -1 = not part of a file
     classes: np.ndarray | None = None  # (N,) int16
+    extras: np.ndarray | None = None  # (N, len(features["extras"])) float32, from ng.py --extras
     extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -51,7 +53,15 @@ class Dataset:
     def subset(self, index: np.ndarray) -> Dataset:
         pick = {
             name: (getattr(self, name)[index] if getattr(self, name) is not None else None)
-            for name in ("labels", "unigrams", "qname_bytes", "qname_len", "files", "classes")
+            for name in (
+                "labels",
+                "unigrams",
+                "qname_bytes",
+                "qname_len",
+                "files",
+                "classes",
+                "extras",
+            )
         }
         return Dataset(self.folder, features=self.features, info=self.info, **pick)
 
@@ -131,15 +141,85 @@ def load_dataset(
         qname_len=arrays.get("qname_len.npy"),
         files=arrays.get("files.npy"),
         classes=arrays.get("classes.npy"),
+        extras=arrays.get("extras.npy"),
     )
 
 
 def features_key(features: dict) -> dict:
     """The feature settings a model depends on (stored in checkpoints, compared at load)."""
-    return {k: features.get(k) for k in ("scope", "transform", "qname_len", "dim")}
+    key = {k: features.get(k) for k in ("scope", "transform", "qname_len", "dim")}
+    return {**key, "extras": list(features.get("extras") or [])}
+
+
+def with_extras(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:
+    """`data` whose unigrams carry the named extra features as trailing columns.
+
+    The columns are picked by name from extras.npy (ng.py may have written more), and
+    features["extras"] says which, in order: what detect.py appends to its unigrams. Empty
+    `names`: the unigrams alone, and features["extras"] = [] (a model that used none).
+    """
+    names = list(names)
+    features = {**data.features, "extras": names}
+    out = Dataset(data.folder, data.labels, features, data.info, **_arrays(data))
+    if not names:
+        return out
+    have = list(data.features.get("extras") or [])
+    missing = [n for n in names if n not in have]
+    if data.extras is None or missing:
+        raise UserError(
+            f"{data.folder}: extra features {missing or names} missing "
+            f"(rerun ng.py with --extras {' '.join(names)})"
+        )
+    if data.unigrams is None:
+        raise UserError(f"{data.folder}: unigrams.npy missing (run ng.py)")
+    columns = data.extras[:, [have.index(n) for n in names]]
+    out.unigrams = np.hstack([data.unigrams, columns]).astype(np.float32)
+    return out
+
+
+def _arrays(data: Dataset) -> dict:
+    names = ("unigrams", "qname_bytes", "qname_len", "files", "classes", "extras")
+    return {name: getattr(data, name) for name in names}
 
 
 # --------------------------------------------------------------------------- split
+
+
+def file_styles(data: Dataset, ids: np.ndarray) -> list:
+    """The style of each file id (labels.json "files"[id]["style"]); None where unknown."""
+    entries = data.info.get("files", []) if isinstance(data.info, dict) else []
+    return [
+        entries[i].get("style") if 0 <= i < len(entries) and isinstance(entries[i], dict) else None
+        for i in ids
+    ]
+
+
+def held_out_files(ids: np.ndarray, styles: list, count: int, seed: int) -> np.ndarray:
+    """A seeded choice of `count` file ids to validate on, stratified by style.
+
+    Each file instance has one style and a capture holds only a dozen instances over about nine
+    styles, so a plain random choice often takes every instance of a style out of training (the
+    networks then never see that encoding: the LSTM scored ~0 on such styles). Here a file is
+    held out only while its style keeps at least one instance in training; styles with a single
+    instance stay in training (so fewer than `count` may be held). Still whole files, never
+    packets. If no style has two instances, one random file is held out (validation needs
+    malicious packets).
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ids))
+    left = {}  # style -> instances still in training
+    for style in styles:
+        left[style] = left.get(style, 0) + 1
+    held = []
+    for i in order:
+        if len(held) == count:
+            break
+        if left[styles[i]] >= 2:
+            left[styles[i]] -= 1
+            held.append(ids[i])
+    if not held and len(ids) >= 2:
+        held.append(ids[order[0]])
+    return np.array(held, dtype=np.int32)
 
 
 def split_by_file_and_time(
@@ -147,19 +227,18 @@ def split_by_file_and_time(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (train_index, val_index): held-out exfiltrated files + the last block of the rest.
 
-    Packets that belong to a file (files.npy >= 0) follow their file: a seeded choice of
-    `val_files` of the files goes to validation (at least one when there are two or more).
-    All other packets go to validation when they lie in the last `val_time` of the capture
-    (row order is capture order). Without file ids the time block alone decides.
+    Packets that belong to a file (files.npy >= 0) follow their file: up to `val_files` of the
+    files go to validation, stratified by style (see held_out_files; at least one when there
+    are two or more). All other packets go to validation when they lie in the last `val_time`
+    of the capture (row order is capture order). Without file ids the time block alone decides.
     """
     n = len(data)
     files = data.files if data.files is not None else np.full(n, -1, np.int32)
     ids = np.unique(files[files >= 0])
-    rng = np.random.default_rng(seed)
     held = np.array([], dtype=np.int32)
     if len(ids) >= 2:
         count = min(len(ids) - 1, max(1, round(val_files * len(ids))))
-        held = rng.choice(ids, size=count, replace=False)
+        held = held_out_files(ids, file_styles(data, ids), count, seed)
     loose = files < 0  # benign traffic and malicious packets with no file id
     if len(ids) < 2:
         loose = np.ones(n, dtype=bool)  # fall back to a pure time split

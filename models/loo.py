@@ -19,7 +19,7 @@ import numpy as np
 from exfil.cli import UserError
 from models.baselines import Baseline
 from models.checkpoint import load_checkpoint, predict_proba
-from models.data import Dataset, save_dataset, split_by_file_and_time
+from models.data import Dataset, save_dataset, split_by_file_and_time, with_extras
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,15 +57,18 @@ def _scorers(networks, baselines, sub: Dataset, folder: Path, config: dict) -> d
         model, meta = _train_network(network, folder, config["seed"])
 
         def score(d, model=model, meta=meta):
-            return predict_proba(model, meta, d.unigrams, d.qname_bytes, d.qname_len)
+            x = with_extras(d, meta["features"].get("extras") or []).unigrams
+            return predict_proba(model, meta, x, d.qname_bytes, d.qname_len)
 
         models[network] = (score, meta["threshold"])
     train, val = split_by_file_and_time(
         sub, config["val_files"], config["val_time"], config["seed"]
     )
     for name in baselines:
-        fitted = Baseline(name, config["forest_trees"], config["seed"]).fit(sub, train, val, config)
-        models[name] = (fitted.score, fitted.threshold)
+        extras = config.get("extras") or []
+        fitted = Baseline(name, config["forest_trees"], config["seed"])
+        fitted.fit(with_extras(sub, extras), train, val, config)
+        models[name] = (lambda d, f=fitted, e=extras: f.score(with_extras(d, e)), fitted.threshold)
     return models
 
 

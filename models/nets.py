@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 # --------------------------------------------------------------------------- building blocks
 
@@ -26,15 +26,54 @@ def mlp(widths: list[int], final_activation: bool = False) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class Standardize(nn.Module):
+    """x * scale + offset, standardising the last `extras` columns (hand-made features).
+
+    The unigram bins are already small (1 + ln count); the extras are not (lengths up to 253),
+    so they are standardised with statistics of the training split, kept as buffers: they
+    travel in the checkpoint's state_dict and detect.py feeds raw extras unchanged. Full-width
+    buffers (1 and 0 on the unigram bins) make it one fused multiply-add, no slicing or copies.
+    """
+
+    def __init__(self, dim: int, extras: int):
+        super().__init__()
+        self.start = dim - extras
+        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("offset", torch.zeros(dim))
+
+    def fit(self, x: torch.Tensor) -> None:
+        """Statistics of the training rows x (N, dim)."""
+        cols = x[:, self.start :].double()
+        scale = 1.0 / cols.std(0).clamp(min=1e-6)
+        self.scale[self.start :] = scale.float()
+        self.offset[self.start :] = (-cols.mean(0) * scale).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.offset, x, self.scale)
+
+
+def scaler(dim: int, extras: int) -> nn.Module:
+    """Standardize for the extras, or nothing (no state_dict keys) when there are none."""
+    return Standardize(dim, extras) if extras else nn.Identity()
+
+
+def fit_scaling(model: nn.Module, x: torch.Tensor) -> None:
+    """Fit every Standardize inside `model` on training rows x (a no-op without extras)."""
+    for module in model.modules():
+        if isinstance(module, Standardize):
+            module.fit(x)
+
+
 # --------------------------------------------------------------------------- autoencoder
 
 
 @dataclass
 class AEConfig:
-    dim: int = 256  # unigram bins
+    dim: int = 256  # input width: unigram bins + extras
     hidden: int = 128  # first encoder layer (sigmoid)
     code: int = 64  # bottleneck
     classes: int = 2
+    extras: int = 0  # trailing extra-feature columns of the input (standardised)
 
 
 class AutoEncoder(nn.Module):
@@ -42,11 +81,16 @@ class AutoEncoder(nn.Module):
 
     def __init__(self, cfg: AEConfig):
         super().__init__()
+        self.scale = scaler(cfg.dim, cfg.extras)
         self.encoder = mlp([cfg.dim, cfg.hidden, cfg.code])
         self.decoder = mlp([cfg.code, cfg.hidden, cfg.dim])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B, dim)
-        return self.decoder(self.encoder(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B, dim), vs target(x)
+        return self.decoder(self.encoder(self.scale(x)))
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """What forward() rebuilds: the input with its extras standardised."""
+        return self.scale(x)
 
 
 class AEClassifier(nn.Module):
@@ -67,10 +111,10 @@ class AEClassifier(nn.Module):
         self.autoencoder.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B, classes) logits
-        return self.head(self.encoder(x))
+        return self.head(self.encoder(self.autoencoder.scale(x)))
 
     def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B,)
-        return (self.autoencoder(x) - x).pow(2).mean(dim=1)
+        return (self.autoencoder(x) - self.autoencoder.target(x)).pow(2).mean(dim=1)
 
 
 # --------------------------------------------------------------------------- fully connected
@@ -78,9 +122,10 @@ class AEClassifier(nn.Module):
 
 @dataclass
 class MLPConfig:
-    dim: int = 256
+    dim: int = 256  # input width: unigram bins + extras
     hidden: tuple[int, ...] = (128, 64)
     classes: int = 2
+    extras: int = 0  # trailing extra-feature columns of the input (standardised)
 
 
 class MLPClassifier(nn.Module):
@@ -88,10 +133,11 @@ class MLPClassifier(nn.Module):
 
     def __init__(self, cfg: MLPConfig):
         super().__init__()
+        self.scale = scaler(cfg.dim, cfg.extras)
         self.net = mlp([cfg.dim, *cfg.hidden, cfg.classes])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B, classes)
-        return self.net(x)
+        return self.net(self.scale(x))
 
 
 # --------------------------------------------------------------------------- byte LSTM
@@ -107,6 +153,8 @@ class LSTMConfig:
     qname_len: int = 256  # longest name the features hold
     reverse: bool = True  # read names right to left: TLD first, the leftmost (data) label last
     max_len: int = 256  # bytes read at most per name (its first ones)
+    dropout: float = 0.2  # dropout on the byte embeddings while training (no cost at inference)
+    pool: str = "max"  # max: head on the max over all steps | last: on the last state
 
 
 class QnameLSTM(nn.Module):
@@ -115,7 +163,9 @@ class QnameLSTM(nn.Module):
     def __init__(self, cfg: LSTMConfig):
         super().__init__()
         self.embed = nn.Embedding(cfg.vocab, cfg.embed)
+        self.drop = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True)
+        self.pool = cfg.pool
         self.head = nn.Linear(cfg.hidden, cfg.classes)
         self.reverse, self.max_len = cfg.reverse, cfg.max_len
 
@@ -130,10 +180,17 @@ class QnameLSTM(nn.Module):
             steps = torch.arange(tokens.shape[1], device=tokens.device)
             last = lengths.to(tokens.device)[:, None] - 1
             tokens = tokens.gather(1, (last - steps).clamp(min=0))  # (B, T), padding ignored
-        x = self.embed(tokens)  # (B, T, E)
+        x = self.drop(self.embed(tokens))  # (B, T, E)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=sorted_)
-        _, (h, _) = self.lstm(packed)  # h: (layers, B, H), in the caller's order
-        return self.head(h[-1])
+        out, (h, _) = self.lstm(packed)  # h: (layers, B, H), in the caller's order
+        if self.pool == "max":
+            # max over every step (states lie in (-1, 1), so -1 padding never wins): the verdict
+            # cannot rest on the last bytes read, which are the per-file job id the net memorises
+            steps, _ = pad_packed_sequence(out, batch_first=True, padding_value=-1.0)  # (B,T,H)
+            summary = steps.amax(dim=1)
+        else:
+            summary = h[-1]
+        return self.head(summary)
 
 
 # --------------------------------------------------------------------------- registry
@@ -150,6 +207,9 @@ def build(network: str, model_args: dict) -> nn.Module:
     """Rebuild a network from a checkpoint's plain-JSON arguments."""
     module, config = NETWORKS[network]
     args = dict(model_args)
+    if network == "lstm":  # checkpoints from before these options: last state, no dropout
+        args.setdefault("pool", "last")
+        args.setdefault("dropout", 0.0)
     if "hidden" in args and isinstance(args["hidden"], list):
         args["hidden"] = tuple(args["hidden"])
     return module(config(**args))

@@ -14,7 +14,7 @@ from torch import nn
 
 from exfil.cli import UserError, configure, format_config
 from models.checkpoint import save_checkpoint
-from models.data import Dataset, features_key, load_dataset, split_by_file_and_time
+from models.data import Dataset, features_key, load_dataset, split_by_file_and_time, with_extras
 from models.distributed import Dist, print0, setup
 from models.inference import score_qnames, score_unigrams
 from models.metrics import binary_metrics, choose_threshold, fpr_threshold
@@ -46,10 +46,20 @@ def pick_threshold(labels: np.ndarray, scores: np.ndarray, config: dict) -> tupl
 
 
 def load_split(
-    folder: str, network: str, val_files: float, val_time: float, seed: int, dist: Dist
+    folder: str,
+    network: str,
+    val_files: float,
+    val_time: float,
+    seed: int,
+    dist: Dist,
+    extras: list[str] | tuple[str, ...] = (),
 ) -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """The dataset and its honest (file + time block) train/validation split."""
+    """The dataset and its honest (file + time block) train/validation split.
+
+    Unigram networks get the named `extras` (ng.py --extras) as trailing input columns.
+    """
     data = load_dataset(folder, need=(INPUTS[network],))
+    data = with_extras(data, extras if INPUTS[network] == "unigrams" else [])
     train, val = split_by_file_and_time(data, val_files, val_time, seed)
     for name, index in (("train", train), ("validation", val)):
         if len(index) == 0 or not data.labels[index].any() and name == "train":

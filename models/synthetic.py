@@ -79,6 +79,27 @@ def unigrams(qname_bytes: np.ndarray, qname_len: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, 1.0 + np.log(np.maximum(counts, 1.0)), 0.0).astype(np.float32)
 
 
+EXTRAS = (
+    "name_len",
+    "labels",
+    "longest_label",
+    "digit_ratio",
+    "upper_ratio",
+    "other_ratio",
+    "entropy",
+)
+
+
+def name_extras(qname_bytes: np.ndarray, qname_len: np.ndarray) -> np.ndarray:
+    """extras.npy as ng.py --extras writes it (EXTRAS, in order), from the same function."""
+    from types import SimpleNamespace
+
+    from exfil.features import extras
+
+    batch = SimpleNamespace(qname=qname_bytes, qlen=qname_len.astype(np.int64))
+    return extras(batch, EXTRAS)
+
+
 def _benign(rng: np.random.Generator) -> tuple[str, int]:
     if rng.random() < 0.15:  # CDN host with a hash label: long and random-looking, yet benign
         label = "".join(rng.choice(list("0123456789abcdef"), size=int(rng.integers(8, 20))))
@@ -185,6 +206,7 @@ def make_dataset(
     save_npy(folder / "unigrams.npy", unigrams(qname_bytes, qname_len))
     save_npy(folder / "qname_bytes.npy", qname_bytes)
     save_npy(folder / "qname_len.npy", qname_len)
+    save_npy(folder / "extras.npy", name_extras(qname_bytes, qname_len))
     capture = {"path": "synthetic.pcap", "sha256": f"{seed:064x}", "packets": packets}
     save_json(
         folder / "labels.json",
@@ -214,6 +236,7 @@ def make_dataset(
             "transform": transform,
             "qname_len": QNAME_LEN,
             "dim": 256,
+            "extras": list(EXTRAS),
             "packets": packets,
             "captures": [capture],
         },

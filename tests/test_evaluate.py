@@ -62,6 +62,8 @@ def evaluate(setup, out, test=None, checkpoints=None, extra=()):
         str(out),
         "--checkpoints",
         *(checkpoints or default_checkpoints),
+        "--time-labels",  # never the demo's work/test-time of the checkout
+        str(Path(out).parent / "no-time-labels.npy"),
         *extra,
     ]
     return run_script("evaluate", argv)
@@ -189,6 +191,8 @@ def test_leave_one_out_trains_without_each_style_and_reports_it(tmp_path):
         "--out",
         str(out),
         "--leave-one-out",
+        "--time-labels",
+        str(tmp_path / "none.npy"),
         "--loo-networks",
         "clf",
         "--baselines",

@@ -9,10 +9,10 @@ import torch
 
 from exfil.cli import UserError
 from models import check_features, load_checkpoint, predict_proba, save_checkpoint
-from models.data import features_key, load_dataset, split_by_file_and_time
+from models.data import features_key, load_dataset, split_by_file_and_time, with_extras
 from models.inference import score_qnames
 from models.metrics import binary_metrics, choose_threshold, fpr_threshold
-from models.nets import NETWORKS, AEClassifier, AEConfig, QnameLSTM, build
+from models.nets import NETWORKS, AEClassifier, AEConfig, QnameLSTM, build, fit_scaling
 from models.synthetic import make_dataset, unigrams
 
 
@@ -187,3 +187,54 @@ def test_fpr_threshold_keeps_the_false_alarm_budget():
     assert np.sum(benign >= t) == 10  # exactly the budget: 0.1% of 10,000 benign packets
     assert fpr_threshold(labels, scores, 0.0) > benign.max()
     assert fpr_threshold(np.ones(3), np.arange(3.0), 0.001) is None
+
+
+# --------------------------------------------------------------------------- style-stratified split
+
+
+def test_split_keeps_an_instance_of_every_style_in_training(tmp_path):
+    data = load_dataset(make_dataset(tmp_path / "d", packets=1500, seed=2, files=6))
+    styles = ["a", "a", "a", "b", "c", "c"]  # b has one instance: it must stay in training
+    data.info = {**data.info, "files": [{"style": s} for s in styles]}
+    for seed in range(8):
+        train, val = split_by_file_and_time(data, val_files=0.5, val_time=0.2, seed=seed)
+        held = set(data.files[val]) - {-1}
+        kept = set(data.files[train]) - {-1}
+        assert held and not held & kept  # whole files, on one side only
+        assert {styles[i] for i in kept} == {"a", "b", "c"}
+        assert 3 not in held
+
+
+def test_split_holds_one_file_out_when_no_style_repeats(tmp_path):
+    data = load_dataset(make_dataset(tmp_path / "d", packets=800, seed=2, files=3))
+    data.info = {**data.info, "files": [{"style": s} for s in "xyz"]}
+    _, val = split_by_file_and_time(data, val_files=0.25, val_time=0.2, seed=1)
+    assert len(set(data.files[val]) - {-1}) == 1  # validation still has malicious files
+
+
+# --------------------------------------------------------------------------- extra features
+
+
+def test_extras_are_standardised_inside_the_net_and_survive_a_checkpoint(tmp_path, folder):
+    data = with_extras(load_dataset(folder), ["name_len", "entropy"])
+    assert data.unigrams.shape[1] == 258 and data.features["extras"] == ["name_len", "entropy"]
+    model = build("clf", {"dim": 258, "extras": 2})
+    x = torch.from_numpy(data.unigrams)
+    fit_scaling(model, x)
+    scaled = model.scale(x)[:, 256:]
+    assert torch.allclose(scaled.mean(0), torch.zeros(2), atol=1e-4)
+    assert torch.allclose(scaled.std(0), torch.ones(2), atol=1e-3)
+    assert torch.equal(model.scale(x)[:, :256], x[:, :256])  # unigrams untouched
+    meta = {"network": "clf", "model_args": {"dim": 258, "extras": 2}, "threshold": 0.5}
+    save_checkpoint(tmp_path / "x.pt", model, meta)
+    loaded, _ = load_checkpoint(tmp_path / "x.pt")
+    assert np.array_equal(
+        predict_proba(model, meta, data.unigrams), predict_proba(loaded, meta, data.unigrams)
+    )
+
+
+def test_missing_extras_are_a_user_error_that_says_how_to_fix(folder):
+    data = load_dataset(folder)
+    assert with_extras(data, []).unigrams.shape[1] == 256
+    with pytest.raises(UserError, match="--extras qtype"):
+        with_extras(data, ["qtype"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import load_checkpoint, predict_proba
-from models.data import load_dataset
+from models.data import load_dataset, with_extras
 from models.distributed import Dist
 from models.metrics import binary_metrics
 from models.nets import AEConfig, AutoEncoder, LSTMConfig, MLPClassifier, MLPConfig, QnameLSTM
@@ -43,15 +43,15 @@ def test_a_few_steps_lower_the_training_loss(folder, network):
         qb, ql = torch.from_numpy(data.qname_bytes), torch.from_numpy(data.qname_len).long()
         model, tensors, loss_fn = (
             QnameLSTM(LSTMConfig()),
-            (qb[:400], ql[:400], y[:400]),
+            (qb[:800], ql[:800], y[:800]),
             cross_entropy,
         )
     with torch.no_grad():
-        before = loss_fn(model, tensors).item()
+        before = loss_fn(model.eval(), tensors).item()  # eval: no dropout noise in the measure
     cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, patience=5)
     history = fit(model, tensors, loss_fn, lambda m: {"val_loss": 0.0}, cfg, Dist(), network)
     with torch.no_grad():
-        after = loss_fn(model, tensors).item()
+        after = loss_fn(model.eval(), tensors).item()
     assert len(history) == 2 and history[0]["train_loss"] > 0
     assert after < 0.8 * before
 
@@ -103,6 +103,9 @@ def test_training_script_saves_a_usable_checkpoint(tmp_path, folder, script, fla
     assert meta["network"] == script[6:-3] and meta["features"]["scope"] == "qname"
     assert meta["history"] and meta["config"]["seed"] == 2 and 0 < meta["threshold"] < 1
     data = load_dataset(folder)
+    if meta["network"] != "lstm":  # unigram nets were trained with the extras appended
+        assert meta["features"]["extras"] and meta["model_args"]["extras"] == 7
+        data = with_extras(data, meta["features"]["extras"])
     p = predict_proba(model, meta, data.unigrams, data.qname_bytes, data.qname_len)
     assert binary_metrics(data.labels, p, meta["threshold"])["f1"] > 0.9
     if script == "train_ae_clf.py":
@@ -133,7 +136,7 @@ def test_torchrun_two_processes_on_cpu_trains_a_usable_checkpoint(tmp_path, fold
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on cpu x2" in result.stdout and result.stdout.count("saved ") == 1  # rank 0 only
     model, meta = load_checkpoint(out)
-    data = load_dataset(folder)
+    data = with_extras(load_dataset(folder), meta["features"]["extras"])
     p = predict_proba(model, meta, data.unigrams)
     assert binary_metrics(data.labels, p, meta["threshold"])["f1"] > 0.9
 
