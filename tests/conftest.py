@@ -31,7 +31,7 @@ def pipeline(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("pipeline")
     files = {"train": ["report.txt", "photo-cat.png", "customers.csv", "diagram.png"],
              "test": ["firmware.bin", "chart.png", "photo-street.jpg"]}  # fmt: skip
-    for name, seed, packets in (("train", 31, 16000), ("test", 32, 8000)):
+    for name, seed, packets in (("train", 31, 30000), ("test", 32, 10000)):  # demo-sized training
         capture = work / f"{name}.pcap"
         run_script("data_generating_codes/script_datagen.py", "--mode", "offline",
                    "--packets", packets, "--seed", seed, "--files", *files[name],
