@@ -262,28 +262,37 @@ _WORDY[[ord("-"), ord("_"), ord(".")]] = True
 
 
 def extras(batch, names: tuple[str, ...] = EXTRA_FEATURES) -> np.ndarray:  # noqa: ANN001
-    """float32 (n, len(names)) hand-made features of the question name (EXTRA_FEATURES)."""
-    n, width = batch.qname.shape
-    inside = np.arange(width) < batch.qlen[:, None]
-    name = batch.qname
-    dots = (name == ord(".")) & inside
-    letters = np.maximum(batch.qlen - dots.sum(1), 1).astype(np.float32)
-    # label lengths: distance between successive dots (and the ends)
-    edges = np.where(dots, np.arange(width), -1)
-    prev = np.maximum.accumulate(np.concatenate([np.full((n, 1), -1), edges], 1), 1)[:, :-1]
-    run = np.where(inside & ~dots, np.arange(width) - prev, 0)
-    values, row, lengths = scope_bytes(batch, "qname")
-    counts = histograms(values, row, lengths, "raw")
-    share = counts / np.maximum(batch.qlen, 1)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(share > 0, share * np.log2(share), 0).sum(1)
+    """float32 (n, len(names)) hand-made features of the question name (EXTRA_FEATURES).
+
+    Computed over the names' bytes laid end to end (no (n, width) matrices), so the cost
+    follows the bytes actually present: this runs on every packet detect.py scores.
+    """
+    n = len(batch.qlen)
+    qlen = np.asarray(batch.qlen, dtype=np.int64)
+    values, row, _ = scope_bytes(batch, "qname")
+    dot = values == ord(".")
+    dots = np.bincount(row, weights=dot, minlength=n)
+    letters = np.maximum(qlen - dots, 1)
+    # labels: a run starts at each name's first byte and after each dot
+    first = np.ones(len(values), bool)
+    first[1:] = (row[1:] != row[:-1]) | dot[:-1]
+    run = np.cumsum(first) - 1
+    run_len = np.bincount(run, weights=~dot) if len(values) else np.zeros(0)
+    longest = np.zeros(n)
+    np.maximum.at(longest, row[first], run_len)
+    # entropy: a byte seen c times in a name of L bytes adds -(c/L) log2(c/L); spread over its
+    # c occurrences that is -log2(c/L) / L each, so no per-name histogram is ever scanned
+    key = row * 256 + values
+    seen = np.bincount(key, minlength=n * 256)[key]
+    size = np.maximum(qlen, 1)[row]
+    entropy = np.bincount(row, weights=-np.log2(seen / size) / size, minlength=n)
     table = {
-        "name_len": lambda: batch.qlen,
-        "labels": lambda: np.where(batch.qlen > 0, dots.sum(1) + 1, 0),
-        "longest_label": lambda: run.max(1) if width else np.zeros(n),
-        "digit_ratio": lambda: (_DIGIT[name] & inside).sum(1) / letters,
-        "upper_ratio": lambda: (_UPPER[name] & inside).sum(1) / letters,
-        "other_ratio": lambda: (~_WORDY[name] & inside).sum(1) / letters,
+        "name_len": lambda: qlen,
+        "labels": lambda: np.where(qlen > 0, dots + 1, 0),
+        "longest_label": lambda: longest,
+        "digit_ratio": lambda: np.bincount(row, weights=_DIGIT[values], minlength=n) / letters,
+        "upper_ratio": lambda: np.bincount(row, weights=_UPPER[values], minlength=n) / letters,
+        "other_ratio": lambda: np.bincount(row, weights=~_WORDY[values], minlength=n) / letters,
         "entropy": lambda: entropy,
         "qtype": lambda: batch.qtype,
     }

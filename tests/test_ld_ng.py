@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -352,3 +353,26 @@ def test_domain_labels_match_a_plain_reference(names: list, domains: list) -> No
         wanted = [d.strip(".").lower().encode() for d in domains]
         hit = any(w and (lower(name) == w or lower(name).endswith(b"." + w)) for w in wanted)
         assert got[i] == hit, (name, domains)
+
+
+def test_extras_match_a_per_name_reference(tmp_path: Path) -> None:
+    """The vectorised name features equal a plain per-name computation."""
+    rng = np.random.default_rng(5)
+    alphabet = b"abcXYZ019-_.\x80\xff"
+    names = [b"", b"a", b"www.example.com", b"a..b", b"."]
+    names += [bytes(rng.choice(list(alphabet), rng.integers(1, 60))) for _ in range(200)]
+    width = max(map(len, names))
+    batch = SimpleNamespace(
+        qname=np.array([list(n.ljust(width, b"\0")) for n in names], np.uint8),
+        qlen=np.array([len(n) for n in names], np.int32),
+        qtype=np.ones(len(names), np.uint16),
+    )
+    got = extras(batch, ("name_len", "labels", "longest_label", "digit_ratio", "entropy"))
+    for name, row in zip(names, got, strict=True):
+        labels = name.split(b".")
+        letters = max(len(name) - name.count(b"."), 1)
+        counts = [name.count(bytes([b])) for b in set(name)]
+        entropy = -sum(c / len(name) * math.log2(c / len(name)) for c in counts) if name else 0
+        expected = [len(name), len(labels) if name else 0, max(map(len, labels)),
+                    sum(chr(b).isdigit() for b in name) / letters, entropy]  # fmt: skip
+        assert np.allclose(row, expected, atol=1e-5), (name, row, expected)
