@@ -39,7 +39,7 @@ from exfil.packets import (
     packet_fields,
     strings,
 )
-from exfil.pcapread import capture_paths, check_capture, map_captures, read_dns
+from exfil.pcapread import checked_capture_paths, map_captures, read_dns
 from models import load_checkpoint, predict_proba
 from models.nets import INPUTS
 
@@ -139,9 +139,7 @@ def score_capture(path: Path, part_dir: Path, threshold: float) -> dict:
 
 
 def detect_files(threshold: float, alerts_path: Path) -> list[dict]:
-    paths = capture_paths(CAPTURES)
-    for path in paths:
-        check_capture(path)
+    paths = checked_capture_paths(CAPTURES)
     out = Path(OUT)
     out.parent.mkdir(parents=True, exist_ok=True)
     workers = min(WORKERS or os.cpu_count() or 1, len(paths))

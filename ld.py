@@ -24,7 +24,7 @@ from exfil import labels as lab
 from exfil.cli import UserError, configure, format_config, run
 from exfil.files import atomic_path, save_json, save_npy, sha256_file
 from exfil.packets import PACKET_COLUMNS, csv_block, format_flag, packet_fields
-from exfil.pcapread import capture_paths, check_capture, map_captures, read_dns, with_progress
+from exfil.pcapread import checked_capture_paths, map_captures, read_dns, with_progress
 
 # -----------------------------------------------------------------------------
 # inputs and rule
@@ -159,9 +159,7 @@ def main() -> None:
     if not OUT:
         raise UserError("--out DIR is required")
     print(format_config(config))
-    paths = capture_paths(CAPTURES)
-    for path in paths:
-        check_capture(path)
+    paths = checked_capture_paths(CAPTURES)
     out = Path(OUT)
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []

@@ -22,7 +22,7 @@ import numpy as np
 from exfil import features as feat
 from exfil.cli import UserError, configure, format_config, run
 from exfil.files import atomic_path, save_json, save_npy, sha256_file
-from exfil.pcapread import capture_paths, check_capture, map_captures, read_dns, with_progress
+from exfil.pcapread import checked_capture_paths, map_captures, read_dns, with_progress
 
 # -----------------------------------------------------------------------------
 # inputs and features
@@ -125,9 +125,7 @@ def main() -> None:
     if not 1 <= QNAME_LEN <= 4096:
         raise UserError("--qname-len must be between 1 and 4096")
     print(format_config(config))
-    paths = capture_paths(CAPTURES)
-    for path in paths:
-        check_capture(path)
+    paths = checked_capture_paths(CAPTURES)
     out = Path(OUT)
     out.mkdir(parents=True, exist_ok=True)
     try:

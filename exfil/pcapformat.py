@@ -277,6 +277,14 @@ def capture_paths(arguments: list[str]) -> list[Path]:
     return found
 
 
+def checked_capture_paths(arguments: list[str]) -> list[Path]:
+    """capture_paths, each file checked to be a capture before any work or output starts."""
+    paths = capture_paths(arguments)
+    for path in paths:
+        check_capture(path)
+    return paths
+
+
 def map_captures(work, paths: list, workers: int = 0) -> list:  # noqa: ANN001
     """[work(path) for path in paths], in order, on up to `workers` processes (0 = cores)."""
     workers = min(workers or os.cpu_count() or 1, len(paths))

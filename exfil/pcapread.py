@@ -36,6 +36,7 @@ from exfil.pcapformat import (  # noqa: F401 (callers import these from here)
     MAX_CAPLEN,
     capture_paths,
     check_capture,
+    checked_capture_paths,
     map_captures,
     records,
     window,
