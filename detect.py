@@ -201,7 +201,6 @@ def detect_live(threshold: float, alerts_path: Path) -> list[dict]:
         print(f"listening on {IFACE} (ports {CAPTURE_PORTS}); Ctrl-C to stop", flush=True)
         sniffer.start(keep=arrived)
         deadline = time.monotonic() + LIVE_SECONDS if LIVE_SECONDS > 0 else None
-        window = Path(scratch) / "window.pcap"
         with atomic_path(OUT) as temporary, open(temporary, "wb") as sink:
             sink.write(_HEADER.encode())
             try:
@@ -210,15 +209,17 @@ def detect_live(threshold: float, alerts_path: Path) -> list[dict]:
                     stop.wait(LIVE_FLUSH if not finished else 0.3)
                     taken = arrived[: len(arrived)]
                     del arrived[: len(taken)]
-                    if taken:
+                    if taken:  # a fresh file each time: earlier batches may still map the last
+                        window = Path(scratch) / f"window-{seen}.pcap"
                         window.write_bytes(pcap_bytes(taken))
-                        batches = []
-                        for batch in read_dns(window, CAPTURE_PORTS, CHUNK):
+                        batches = list(read_dns(window, CAPTURE_PORTS, CHUNK))
+                        for batch in batches:
                             batch.record = batch.record + seen
-                            batches.append(batch)
                         seen += len(taken)
                         score_batches(batches, name, model, meta, threshold, sink, book)
                         sink.flush()
+                        del batches
+                        window.unlink()
                     if finished:
                         break
             except KeyboardInterrupt:
