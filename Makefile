@@ -39,6 +39,9 @@ demo: install
 	$(PY) evaluate.py
 	$(PY) detect.py $(WORK)/test.pcap --model checkpoints/clf.pt --out results/scores.csv; \
 		code=$$?; [ $$code -le 1 ] || exit $$code
+	@echo
+	@sed -n '/^| model /,/^$$/p' results/report.md
+	@echo "report: results/report.md   plots: results/*.png   alerts: results/alerts.json"
 
 test: install
 	$(PY) -m pytest -q
