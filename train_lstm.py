@@ -15,9 +15,18 @@ default: inference speed matters (bench/bench_models.py; hidden 64 runs ~60k nam
 cores, under the 100k target). Names are read right to left (left to right scored far worse on
 a separate validation capture); names longer than MAX_LEN are read from their first MAX_LEN
 bytes (bounds the steps per batch). Early stopping and threshold as in train_clf.py.
+
+Every name of one exfiltration shares a session id and a domain, and a training capture holds
+a dozen exfiltrations: read byte by byte, those constants are the easiest thing to learn, and a
+net that learned them misses every new session. So the training split also holds AUGMENT copies
+of each exfiltration packet with its shared leading bytes redrawn and its domain swapped for
+one of the capture's benign domains (models/augment.py); validation keeps the real packets only.
 """
 
-from models.distributed import teardown
+import numpy as np
+
+from models.augment import with_session_copies
+from models.distributed import print0, teardown
 from models.nets import LSTMConfig, QnameLSTM
 from models.pipeline import finish, labelled, load_split, scorer, start
 from models.training import classifier_validation, cross_entropy, fit
@@ -38,6 +47,7 @@ MAX_LEN = 128  # name bytes read at most (the leftmost ones); 99 in 100 names ar
 REVERSE = True  # read names right to left (the leftmost label last)
 DROPOUT = 0.2  # dropout on the byte embeddings while training (beat 0 and 0.3 on validation)
 POOL = "max"  # head input: max (max over all steps) | last (final state; memorises job ids)
+AUGMENT = 3  # copies of each training exfiltration packet with session id + domain redrawn
 # training
 EPOCHS = 6  # passes over the training split (early stopping may end sooner)
 BATCH_SIZE = 256  # names per step
@@ -67,8 +77,11 @@ def main() -> int:
     )
     model = QnameLSTM(args)
     validate = classifier_validation(scorer(data, val, "lstm"), data.labels[val])
+    seen = with_session_copies(data, train, AUGMENT, SEED)
+    print0(dist, f"training names: {len(train)} packets + {len(seen) - len(train)} redrawn copies")
+    everything = np.arange(len(seen))
     history = fit(
-        model, labelled(data, train, "lstm"), cross_entropy, validate, train_cfg, dist, "lstm"
+        model, labelled(seen, everything, "lstm"), cross_entropy, validate, train_cfg, dist, "lstm"
     )
     finish(model, "lstm", args, data, val, history, config, dist)
     teardown(dist)

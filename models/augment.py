@@ -1,0 +1,119 @@
+"""Training copies of exfiltration names with their per-session constants redrawn.
+
+Every name of one exfiltration shares two constants: a leading session id (DET's job id; iodine,
+dnscat2 and others carry one too) and the attacker's domain. A capture holds a dozen sessions, so
+a network that reads the name's bytes learns those constants instead of the encoded payload: the
+LSTM scored a test name `qh8fN2v6cp890cc9...paint-sand.net` 0.26, and 0.95 once its id was
+replaced by a training session's (0.99 with that session's domain instead). The copies made here keep everything the payload
+says (label lengths, alphabet, layout) and redraw the constants per copy: the shared leading
+bytes become random characters of the same kind (lower case, upper case, digit), and the shared
+trailing labels (the domain) become a registered domain looked up in the capture's benign
+traffic, so the domain carries no label either.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from exfil.alerts import registered_domain
+from models.data import Dataset
+
+_KINDS = ((ord("a"), 26), (ord("A"), 26), (ord("0"), 10))  # (first byte, size) of each kind
+
+
+def _names(qname_bytes: np.ndarray, qname_len: np.ndarray) -> list[bytes]:
+    return [row[:n].tobytes() for row, n in zip(qname_bytes, qname_len, strict=True)]
+
+
+def benign_domains(qname_bytes: np.ndarray, qname_len: np.ndarray) -> list[bytes]:
+    """The distinct registered domains of these (benign) names, sorted (seeded draws repeat)."""
+    distinct = set(_names(qname_bytes, qname_len))
+    found = {registered_domain(name.decode("ascii", "replace")) for name in distinct}
+    return sorted(d.encode("ascii", "replace") for d in found if d != "." and "." in d)
+
+
+def shared_ends(names: list[bytes]) -> tuple[int, int]:
+    """(bytes every name starts with, bytes of whole labels every name ends with).
+
+    The two never overlap, so a name keeps at least one byte that is its own.
+    """
+    distinct = sorted(set(names))
+    if len(distinct) < 2:  # one name: nothing tells its constants from its payload
+        return 0, 0
+    shortest = min(map(len, distinct))
+    suffix = os.path.commonprefix([name[::-1] for name in distinct])[::-1]
+    dot = suffix.find(b".")
+    tail = len(suffix) - dot - 1 if dot >= 0 else 0  # after the first dot: whole labels only
+    tail = min(tail, max(shortest - 1, 0))
+    head = min(len(os.path.commonprefix(distinct)), shortest - tail - 1)
+    return max(head, 0), tail
+
+
+def _redraw_kinds(head: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each letter or digit of `head` (uint8) replaced by a random one of its kind."""
+    out = head.copy()
+    for first, size in _KINDS:
+        kind = (head >= first) & (head < first + size)
+        out[kind] = first + rng.integers(0, size, int(kind.sum()))
+    return out
+
+
+def session_copies(
+    qname_bytes: np.ndarray,
+    qname_len: np.ndarray,
+    files: np.ndarray,
+    domains: list[bytes],
+    copies: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`copies` redrawn copies of each named row (all rows of one exfiltrated file share `files`).
+
+    Returns (qname_bytes, qname_len) of the copies, `copies` * len(rows) of them, in the order
+    copy 0 of every row, copy 1 of every row, ... (so labels are the rows' labels tiled).
+    Rows of files whose names are all one name are copied unchanged.
+    """
+    width = qname_bytes.shape[1]
+    names = _names(qname_bytes, qname_len)
+    out_bytes = np.zeros((copies * len(names), width), np.uint8)
+    out_len = np.zeros(copies * len(names), np.int32)
+    ends = {f: shared_ends([names[i] for i in np.flatnonzero(files == f)]) for f in set(files)}
+    for copy in range(copies):
+        for i, (name, file) in enumerate(zip(names, files, strict=True)):
+            head, tail = ends[file]
+            start = np.frombuffer(name[:head], np.uint8)
+            middle = name[head : len(name) - tail]
+            end = name[len(name) - tail :]  # the shared labels, after a dot kept in `middle`
+            if tail and domains:
+                end = domains[rng.integers(len(domains))]
+            new = (_redraw_kinds(start, rng).tobytes() + middle + end)[:width]
+            row = copy * len(names) + i
+            out_bytes[row, : len(new)] = np.frombuffer(new, np.uint8)
+            out_len[row] = len(new)
+    return out_bytes, out_len
+
+
+def with_session_copies(data: Dataset, index: np.ndarray, copies: int, seed: int) -> Dataset:
+    """The rows `index` of `data` (question names, labels, files), then `copies` redrawn copies
+    of those that belong to an exfiltrated file. Donor domains come from the same rows' benign
+    traffic, so validation rows never leak into training."""
+    part = data.subset(index)
+    if copies <= 0 or part.files is None:
+        return part
+    named = np.flatnonzero((part.labels == 1) & (part.files >= 0))
+    benign = part.labels == 0
+    domains = benign_domains(part.qname_bytes[benign], part.qname_len[benign])
+    rng = np.random.default_rng(seed)
+    qbytes, qlen = session_copies(
+        part.qname_bytes[named], part.qname_len[named], part.files[named], domains, copies, rng
+    )
+    return Dataset(
+        data.folder,
+        np.concatenate([part.labels, np.tile(part.labels[named], copies)]),
+        data.features,
+        data.info,
+        qname_bytes=np.concatenate([part.qname_bytes, qbytes]),
+        qname_len=np.concatenate([part.qname_len, qlen]),
+        files=np.concatenate([part.files, np.tile(part.files[named], copies)]),
+    )
