@@ -4,11 +4,11 @@ Every name of one exfiltration shares two constants: a leading session id (DET's
 dnscat2 and others carry one too) and the attacker's domain. A capture holds a dozen sessions, so
 a network that reads the name's bytes learns those constants instead of the encoded payload: the
 LSTM scored a test name `qh8fN2v6cp890cc9...paint-sand.net` 0.26, and 0.95 once its id was
-replaced by a training session's (0.99 with that session's domain instead). The copies made here keep everything the payload
-says (label lengths, alphabet, layout) and redraw the constants per copy: the shared leading
-bytes become random characters of the same kind (lower case, upper case, digit), and the shared
-trailing labels (the domain) become a registered domain looked up in the capture's benign
-traffic, so the domain carries no label either.
+replaced by a training session's (0.99 with that session's domain instead). The copies made
+here keep everything the payload says (label lengths, alphabet, layout) and redraw the
+constants per copy: the shared leading bytes become random characters of the same kind (lower
+case, upper case, digit), and the shared trailing labels (the domain) become a registered
+domain looked up in the capture's benign traffic, so the domain carries no label either.
 """
 
 from __future__ import annotations
