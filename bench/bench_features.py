@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
+from data_generating_codes.benign import WORDS
 from exfil.cli import configure, format_config, run
 from exfil.dnsparse import ragged
 from exfil.features import qname_matrix, unigrams
@@ -43,23 +44,6 @@ LIBRARY_PASSES = 3  # library passes timed; the best CPU time counts (the machin
 # -----------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-_WORDS = [
-    "mail",
-    "cdn",
-    "api",
-    "static",
-    "img",
-    "login",
-    "news",
-    "shop",
-    "video",
-    "cloud",
-    "sync",
-    "update",
-    "www",
-    "app",
-    "data",
-]
 _TLDS = ["com", "net", "org", "io", "de"]
 _EXFIL = "bluehar-borsync.net"
 
@@ -76,8 +60,8 @@ def templates(count: int, rng: random.Random) -> list[bytes]:
             name = "".join(rng.choice("ABCDEFGHabcdefgh0123") for _ in range(7)) + piece
             name += "." + _EXFIL
         else:
-            name = ".".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 3)))
-            name += f".{rng.choice(_WORDS)}{rng.randint(0, 99)}.{rng.choice(_TLDS)}"
+            name = ".".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+            name += f".{rng.choice(WORDS)}{rng.randint(0, 99)}.{rng.choice(_TLDS)}"
         qtype = rng.choice(["A", "AAAA", "MX", "TXT", "NS", "CNAME"])
         query = DNS(id=rng.randrange(65536), rd=1, qd=DNSQR(qname=name, qtype=qtype))
         if i % 2:
