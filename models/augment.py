@@ -63,25 +63,27 @@ def _redraw_kinds(head: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def session_copies(
     qname_bytes: np.ndarray,
     qname_len: np.ndarray,
-    files: np.ndarray,
+    sessions: np.ndarray,
     domains: list[bytes],
     copies: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`copies` redrawn copies of each named row (all rows of one exfiltrated file share `files`).
+    """`copies` redrawn copies of each row (all rows of one exfiltration share a `sessions` key).
 
     Returns (qname_bytes, qname_len) of the copies, `copies` * len(rows) of them, in the order
     copy 0 of every row, copy 1 of every row, ... (so labels are the rows' labels tiled).
-    Rows of files whose names are all one name are copied unchanged.
+    Rows of sessions whose names are all one name are copied unchanged.
     """
     width = qname_bytes.shape[1]
     names = _names(qname_bytes, qname_len)
     out_bytes = np.zeros((copies * len(names), width), np.uint8)
     out_len = np.zeros(copies * len(names), np.int32)
-    ends = {f: shared_ends([names[i] for i in np.flatnonzero(files == f)]) for f in set(files)}
+    ends = {
+        k: shared_ends([names[i] for i in np.flatnonzero(sessions == k)]) for k in set(sessions)
+    }
     for copy in range(copies):
-        for i, (name, file) in enumerate(zip(names, files, strict=True)):
-            head, tail = ends[file]
+        for i, (name, key) in enumerate(zip(names, sessions, strict=True)):
+            head, tail = ends[key]
             start = np.frombuffer(name[:head], np.uint8)
             middle = name[head : len(name) - tail]
             end = name[len(name) - tail :]  # the shared labels, after a dot kept in `middle`
@@ -94,20 +96,36 @@ def session_copies(
     return out_bytes, out_len
 
 
+def session_keys(data: Dataset, rows: np.ndarray) -> np.ndarray:
+    """One key per row of `rows` for the exfiltration it belongs to: its file id (files.npy) or,
+    for rows without one (labels made by another tool), its registered domain."""
+    files = data.files[rows] if data.files is not None else np.full(len(rows), -1)
+    keys = files.astype(np.int64)
+    loose = np.flatnonzero(keys < 0)
+    if len(loose):
+        names = _names(data.qname_bytes[rows[loose]], data.qname_len[rows[loose]])
+        domains = [registered_domain(name.decode("ascii", "replace")) for name in names]
+        _, index = np.unique(np.array(domains, dtype=object), return_inverse=True)
+        keys[loose] = -1 - index
+    return keys
+
+
 def with_session_copies(data: Dataset, index: np.ndarray, copies: int, seed: int) -> Dataset:
     """The rows `index` of `data` (question names, labels, files), then `copies` redrawn copies
-    of those that belong to an exfiltrated file. Donor domains come from the same rows' benign
-    traffic, so validation rows never leak into training."""
+    of its malicious rows, grouped into exfiltrations by session_keys. Donor domains come from
+    the same rows' benign traffic, so validation rows never leak into training."""
     part = data.subset(index)
-    if copies <= 0 or part.files is None:
+    if copies <= 0:
         return part
-    named = np.flatnonzero((part.labels == 1) & (part.files >= 0))
+    named = np.flatnonzero(part.labels == 1)
     benign = part.labels == 0
     domains = benign_domains(part.qname_bytes[benign], part.qname_len[benign])
     rng = np.random.default_rng(seed)
+    keys = session_keys(part, named)
     qbytes, qlen = session_copies(
-        part.qname_bytes[named], part.qname_len[named], part.files[named], domains, copies, rng
+        part.qname_bytes[named], part.qname_len[named], keys, domains, copies, rng
     )
+    files = part.files if part.files is not None else np.full(len(part), -1, np.int32)
     return Dataset(
         data.folder,
         np.concatenate([part.labels, np.tile(part.labels[named], copies)]),
@@ -115,5 +133,5 @@ def with_session_copies(data: Dataset, index: np.ndarray, copies: int, seed: int
         data.info,
         qname_bytes=np.concatenate([part.qname_bytes, qbytes]),
         qname_len=np.concatenate([part.qname_len, qlen]),
-        files=np.concatenate([part.files, np.tile(part.files[named], copies)]),
+        files=np.concatenate([files, np.tile(files[named], copies)]),
     )

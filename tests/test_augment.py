@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from models.augment import benign_domains, session_copies, shared_ends, with_session_copies
+from models.augment import (
+    benign_domains,
+    session_copies,
+    session_keys,
+    shared_ends,
+    with_session_copies,
+)
 from models.data import Dataset, load_dataset, split_by_file_and_time
 from models.synthetic import make_dataset
 
@@ -64,7 +70,7 @@ def test_training_copies_take_domains_from_training_rows_only(tmp_path):
     data = load_dataset(make_dataset(tmp_path / "d", packets=1500, seed=4, files=5))
     train, val = split_by_file_and_time(data, 0.25, 0.2, 1)
     seen = with_session_copies(data, train, 2, seed=3)
-    named = (data.labels[train] == 1) & (data.files[train] >= 0)
+    named = data.labels[train] == 1
     assert len(seen) == len(train) + 2 * named.sum()
     assert np.array_equal(seen.labels[len(train) :], np.tile(data.labels[train][named], 2))
     allowed = set(benign_domains(data.qname_bytes[train][data.labels[train] == 0],
@@ -78,3 +84,16 @@ def test_training_copies_take_domains_from_training_rows_only(tmp_path):
     assert not any(c.endswith(d) for c in copies for d in exfil_domains)
     assert isinstance(with_session_copies(data, train, 0, 3), Dataset)
     assert len(with_session_copies(data, train, 0, 3)) == len(train)
+
+
+def test_rows_without_a_file_id_are_grouped_by_registered_domain():
+    qbytes, qlen = _rows(
+        [b"aa1.x.evil.co.uk", b"bb2.y.evil.co.uk", b"cc3.bad.net", b"dd4.z.evil.co.uk"]
+    )
+    data = Dataset(None, np.ones(4, np.int8), {}, {}, qname_bytes=qbytes, qname_len=qlen,
+                   files=np.array([-1, -1, -1, 7], np.int32))  # fmt: skip
+    keys = session_keys(data, np.arange(4))
+    assert keys[0] == keys[1] != keys[2] and keys[3] == 7  # a file id wins over the domain
+    data.files = None  # no files.npy at all
+    keys = session_keys(data, np.arange(4))
+    assert keys[0] == keys[1] == keys[3] != keys[2]
