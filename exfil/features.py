@@ -261,6 +261,14 @@ _WORDY[ord("a") : ord("z") + 1] = True
 _WORDY[[ord("-"), ord("_"), ord(".")]] = True
 
 
+def _log2_table(top: int) -> np.ndarray:
+    """log2(0..top), with 0 for 0: counts and lengths are small integers, so look them up."""
+    return np.log2(np.maximum(np.arange(top + 1), 1))
+
+
+_LOG2 = _log2_table(1024)
+
+
 def extras(batch, names: tuple[str, ...] = EXTRA_FEATURES) -> np.ndarray:  # noqa: ANN001
     """float32 (n, len(names)) hand-made features of the question name (EXTRA_FEATURES).
 
@@ -285,7 +293,8 @@ def extras(batch, names: tuple[str, ...] = EXTRA_FEATURES) -> np.ndarray:  # noq
     key = row * 256 + values
     seen = np.bincount(key, minlength=n * 256)[key]
     size = np.maximum(qlen, 1)[row]
-    entropy = np.bincount(row, weights=-np.log2(seen / size) / size, minlength=n)
+    log2 = _LOG2 if n == 0 or qlen.max() < len(_LOG2) else _log2_table(int(qlen.max()))
+    entropy = np.bincount(row, weights=(log2[size] - log2[seen]) / size, minlength=n)
     table = {
         "name_len": lambda: qlen,
         "labels": lambda: np.where(qlen > 0, dots + 1, 0),

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from exfil import alerts
 from exfil.alerts import AlertBook, format_alerts, registered_domain
 
 
@@ -10,6 +11,23 @@ def test_registered_domain_is_public_suffix_aware():
     assert registered_domain("WWW.Example.COM.") == "example.com"
     assert registered_domain("user.github.io") == "user.github.io"
     assert registered_domain("wpad") == "wpad"
+
+
+def test_two_label_shortcut_agrees_with_the_full_rule_walk():
+    """Names under every rule of the list (wildcards, exceptions, private and IDN rules)."""
+    rules = alerts._SUFFIXES._publicsuffix  # the list the library parsed: the shortcut needs it
+    assert len(alerts._DEEP) > 1000 and "" not in alerts._WILD
+
+    def walk(qname: str) -> str:
+        tail = ".".join(qname.rstrip(".").lower().split(".")[-5:])
+        return (alerts._SUFFIXES.privatesuffix(tail) or tail) if tail else "."
+
+    names = ["a..com", "vmanlnikcuka", "x.local", "a.b.c.d.e.f.g.uk", ".", "foo.www.ck", "x.y.ck"]
+    for rule in sorted(rules):
+        rule = rule.lstrip("!").replace("*", "w")
+        names += [rule, f"b.{rule}", f"q1.a.b.{rule}"]
+    wrong = [(n, registered_domain(n), walk(n)) for n in names if registered_domain(n) != walk(n)]
+    assert not wrong, wrong[:5]
 
 
 def batch(names, malicious, start=0.0, client="10.0.0.66"):
