@@ -30,15 +30,8 @@ from exfil.alerts import AlertBook, format_alerts
 from exfil.cli import UserError, configure, format_config, run
 from exfil.features import extras, qname_matrix, unigrams
 from exfil.files import atomic_path, save_json
-from exfil.packets import (
-    csv_block,
-    format_address,
-    format_fixed6,
-    format_flag,
-    format_qname,
-    packet_fields,
-    strings,
-)
+from exfil.numtext import format_address, format_fixed6, format_flag
+from exfil.packets import csv_block, format_qname, packet_fields, strings
 from exfil.pcapread import checked_capture_paths, map_captures, read_dns
 from models import load_checkpoint, predict_proba
 from models.nets import INPUTS

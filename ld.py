@@ -23,7 +23,8 @@ import numpy as np
 from exfil import labels as lab
 from exfil.cli import UserError, configure, format_config, run
 from exfil.files import atomic_path, save_json, save_npy, sha256_file
-from exfil.packets import PACKET_COLUMNS, csv_block, format_flag, packet_fields
+from exfil.numtext import format_flag
+from exfil.packets import PACKET_COLUMNS, csv_block, packet_fields
 from exfil.pcapread import checked_capture_paths, map_captures, read_dns, with_progress
 
 # -----------------------------------------------------------------------------

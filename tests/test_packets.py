@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw
 
+from exfil import numtext as nt
 from exfil import packets as pk
 from exfil.dnsmsg import pack_query, pack_response
 from exfil.dnsparse import QTYPE_NAMES, qtype_names
@@ -79,10 +80,10 @@ def test_format_int_matches_str() -> None:
         np.arange(65536, dtype=np.uint16),
     ]
     for values in cases:
-        assert pk.strings(pk.format_int(values)) == [str(int(v)) for v in values]
+        assert pk.strings(nt.format_int(values)) == [str(int(v)) for v in values]
     with pytest.raises(ValueError):
-        pk.format_int(np.array([-1]))
-    assert pk.format_int(np.zeros(0, np.int64)).shape[0] == 0
+        nt.format_int(np.array([-1]))
+    assert nt.format_int(np.zeros(0, np.int64)).shape[0] == 0
 
 
 def test_format_fixed6_is_percent_format() -> None:
@@ -96,9 +97,9 @@ def test_format_fixed6_is_percent_format() -> None:
     scores[:64] = np.arange(64, dtype=np.float32) / 128  # float32 values that are exact ties
     wide = rng.random(2000) * 10.0 ** rng.integers(-8, 16, 2000)
     for values in (micros, nanos, ties, odd, edges, wide, np.full(5, T0 + 0.25)):
-        assert pk.strings(pk.format_fixed6(values)) == [f"{v:.6f}" for v in values.tolist()]
-    assert pk.strings(pk.format_fixed6(scores)) == np.char.mod("%.6f", scores).tolist()
-    assert pk.format_time is pk.format_fixed6
+        assert pk.strings(nt.format_fixed6(values)) == [f"{v:.6f}" for v in values.tolist()]
+    assert pk.strings(nt.format_fixed6(scores)) == np.char.mod("%.6f", scores).tolist()
+    assert nt.format_time is nt.format_fixed6
 
 
 def test_format_address_matches_ipaddress() -> None:
@@ -117,7 +118,7 @@ def test_format_address_matches_ipaddress() -> None:
     ]
     six = np.vstack([hextets, special]).astype(">u2").view(np.uint8).reshape(-1, 16)
     for rows in (v4, six, np.vstack([v4, six])[rng.permutation(len(v4) + len(six))]):
-        assert pk.strings(pk.format_address(rows)) == [ref_address(r) for r in rows]
+        assert pk.strings(nt.format_address(rows)) == [ref_address(r) for r in rows]
 
 
 def random_names(rng: np.random.Generator, n: int, width: int = 253) -> tuple:
@@ -152,8 +153,8 @@ def test_format_qname_matches_reference() -> None:
 def test_format_qtype_and_flags() -> None:
     codes = np.arange(65536, dtype=np.uint16)
     assert pk.strings(pk.format_qtype(codes)) == qtype_names(codes)
-    assert pk.strings(pk.format_flag(np.array([True, False, True]))) == ["1", "0", "1"]
-    assert pk.strings(pk.format_flag(np.array([0, 1], np.int8))) == ["0", "1"]
+    assert pk.strings(nt.format_flag(np.array([True, False, True]))) == ["1", "0", "1"]
+    assert pk.strings(nt.format_flag(np.array([0, 1], np.int8))) == ["0", "1"]
 
 
 # -----------------------------------------------------------------------------
@@ -166,9 +167,9 @@ def test_csv_block_quotes_and_splices() -> None:
     capture = 'odd, "name"\nhere.pcap'
     columns = [
         pk.constant(pk.csv_field(capture)),
-        pk.format_int(np.arange(400)),
+        nt.format_int(np.arange(400)),
         pk.format_qname(names, lengths),
-        pk.format_flag(np.arange(400) % 2),
+        nt.format_flag(np.arange(400) % 2),
     ]
     assert len(columns[2].rows)  # long and escaped names take the splice path
     parsed = list(csv.reader(io.StringIO(pk.csv_block(columns).decode(), newline="")))
@@ -176,13 +177,13 @@ def test_csv_block_quotes_and_splices() -> None:
     for i, row in enumerate(parsed):
         name = ref_name(names[i, : lengths[i]].tobytes())
         assert row == [capture, str(i), name, str(i % 2)]
-    assert pk.csv_block([pk.constant("x"), pk.format_int(np.zeros(0, int))]) == b""
+    assert pk.csv_block([pk.constant("x"), nt.format_int(np.zeros(0, int))]) == b""
     with pytest.raises(ValueError):
-        pk.csv_block([pk.format_int(np.arange(3)), pk.format_int(np.arange(4))])
+        pk.csv_block([nt.format_int(np.arange(3)), nt.format_int(np.arange(4))])
     with pytest.raises(ValueError):
         pk.constant("a\x00b")
     empty = pk.Spliced(np.zeros((2, 0), np.uint8), np.array([1]), [b"zz"])
-    assert pk.csv_block([empty, pk.format_int(np.arange(2))]) == b",0\nzz,1\n"
+    assert pk.csv_block([empty, nt.format_int(np.arange(2))]) == b",0\nzz,1\n"
     assert pk.strings(empty) == ["", "zz"]
     marked = pk.Spliced(np.array([[ord("a")], [1]], np.uint8), np.array([0]), [b"x"])
     with pytest.raises(ValueError):
@@ -296,11 +297,11 @@ def test_formatters_accept_empty_batches() -> None:
     lengths = np.zeros(0, np.int32)
     columns = [
         pk.format_qname(empty, lengths),
-        pk.format_int(np.zeros(0, np.int64)),
-        pk.format_fixed6(np.zeros(0)),
-        pk.format_address(np.zeros((0, 16), np.uint8)),
+        nt.format_int(np.zeros(0, np.int64)),
+        nt.format_fixed6(np.zeros(0)),
+        nt.format_address(np.zeros((0, 16), np.uint8)),
         pk.format_qtype(np.zeros(0, np.uint16)),
-        pk.format_flag(np.zeros(0, bool)),
+        nt.format_flag(np.zeros(0, bool)),
     ]
     assert pk.csv_block(columns) == b""
     assert pk.strings(columns[0]) == [] and pk.strings(columns[3]) == []
