@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from exfil.alerts import registered_domain
+from exfil.domains import registered_domain
 from models.data import Dataset
 
 _KINDS = ((ord("a"), 26), (ord("A"), 26), (ord("0"), 10))  # (first byte, size) of each kind

@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from exfil import alerts
-from exfil.alerts import AlertBook, format_alerts, registered_domain
+from exfil import domains
+from exfil.alerts import AlertBook, format_alerts
+from exfil.domains import registered_domain
 
 
 def test_registered_domain_is_public_suffix_aware():
@@ -15,12 +16,12 @@ def test_registered_domain_is_public_suffix_aware():
 
 def test_two_label_shortcut_agrees_with_the_full_rule_walk():
     """Names under every rule of the list (wildcards, exceptions, private and IDN rules)."""
-    rules = alerts._SUFFIXES._publicsuffix  # the list the library parsed: the shortcut needs it
-    assert len(alerts._DEEP) > 1000 and "" not in alerts._WILD
+    rules = domains._SUFFIXES._publicsuffix  # the list the library parsed: the shortcut needs it
+    assert len(domains._DEEP) > 1000 and "" not in domains._WILD
 
     def walk(qname: str) -> str:
         tail = ".".join(qname.rstrip(".").lower().split(".")[-5:])
-        return (alerts._SUFFIXES.privatesuffix(tail) or tail) if tail else "."
+        return (domains._SUFFIXES.privatesuffix(tail) or tail) if tail else "."
 
     names = ["a..com", "vmanlnikcuka", "x.local", "a.b.c.d.e.f.g.uk", ".", "foo.www.ck", "x.y.ck"]
     for rule in sorted(rules):
