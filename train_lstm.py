@@ -25,6 +25,7 @@ one of the capture's benign domains (models/augment.py); validation keeps the re
 
 import numpy as np
 
+from exfil.cli import UserError
 from models.augment import with_session_copies
 from models.distributed import print0, teardown
 from models.nets import LSTMConfig, QnameLSTM
@@ -64,6 +65,8 @@ DRY_RUN = False  # one batch of one epoch: a smoke test of the whole pipeline
 
 def main() -> int:
     config, dist, train_cfg = start(globals(), choices={"LAYERS": [1, 2], "POOL": ["last", "max"]})
+    if AUGMENT < 0:
+        raise UserError(f"--augment {AUGMENT}: the number of copies cannot be negative")
     data, train, val = load_split(DATA, "lstm", VAL_FILES, VAL_TIME, SEED, dist)
     args = LSTMConfig(
         max_len=MAX_LEN,

@@ -141,13 +141,17 @@ def test_torchrun_two_processes_on_cpu_trains_a_usable_checkpoint(tmp_path, fold
     assert binary_metrics(data.labels, p, meta["threshold"])["f1"] > 0.9
 
 
-@pytest.mark.parametrize("case", ["missing", "one_class"])
+@pytest.mark.parametrize("case", ["missing", "one_class", "negative_copies"])
 def test_training_bad_input_is_one_line_and_exit_2(tmp_path, case):
     data = tmp_path / "data"
+    script, flags = "train_clf.py", []
     if case == "one_class":
         make_dataset(data, packets=200, seed=1)
         np.save(data / "labels.npy", np.zeros(200, np.int8))
-    result = _run(["train_clf.py", "--data", str(data), "--out", str(tmp_path / "x.pt")])
+    if case == "negative_copies":
+        make_dataset(data, packets=200, seed=1)
+        script, flags = "train_lstm.py", ["--augment", "-1"]
+    result = _run([script, "--data", str(data), "--out", str(tmp_path / "x.pt"), *flags])
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "error:" in result.stderr
     assert not (tmp_path / "x.pt").exists()
