@@ -20,15 +20,15 @@ def _registered_tail(tail: str) -> str:
     return _SUFFIXES.privatesuffix(tail) or tail
 
 
-def _deep_tails(rules: frozenset[str] | None) -> tuple[frozenset[str], frozenset[str]]:
+def _deep_tails(rules: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
     """(every tail of two or more labels of a rule, top-level labels under a wildcard rule).
 
     A name whose last two labels are in neither can only match one-label rules, so its
     registered domain is those two labels: no rule walk. `rules` is the list the library parsed
-    (IDN rules in both spellings); without it every name takes the full walk.
+    (IDN rules in both spellings).
     """
     tails, wild = set(), set()
-    for rule in rules or ():
+    for rule in rules:
         rule = rule.lstrip("!")
         if rule.startswith("*."):
             rule = rule[2:]
@@ -36,12 +36,12 @@ def _deep_tails(rules: frozenset[str] | None) -> tuple[frozenset[str], frozenset
                 wild.add(rule)
         labels = rule.split(".")
         tails.update(".".join(labels[-k:]) for k in range(2, len(labels) + 1))
-    if rules is None:
-        wild.add("")  # marks "no shortcut"
     return frozenset(tails), frozenset(wild)
 
 
-_DEEP, _WILD = _deep_tails(getattr(_SUFFIXES, "_publicsuffix", None))
+_RULES = getattr(_SUFFIXES, "_publicsuffix", None)  # a private attribute: if a release drops it,
+_SHORTCUT = _RULES is not None  # every name takes the full walk (slower, same answers)
+_DEEP, _WILD = _deep_tails(_RULES or frozenset())
 
 
 def registered_domain(qname: str) -> str:
@@ -54,7 +54,7 @@ def registered_domain(qname: str) -> str:
     """
     name = qname.rstrip(".").lower()
     labels = name.split(".")
-    if len(labels) >= 2 and labels[-1] and labels[-2] and "" not in _WILD:
+    if _SHORTCUT and len(labels) >= 2 and labels[-1] and labels[-2]:
         tail = f"{labels[-2]}.{labels[-1]}"
         if tail not in _DEEP and labels[-1] not in _WILD:
             return tail

@@ -17,7 +17,7 @@ def test_registered_domain_is_public_suffix_aware():
 def test_two_label_shortcut_agrees_with_the_full_rule_walk():
     """Names under every rule of the list (wildcards, exceptions, private and IDN rules)."""
     rules = domains._SUFFIXES._publicsuffix  # the list the library parsed: the shortcut needs it
-    assert len(domains._DEEP) > 1000 and "" not in domains._WILD
+    assert domains._SHORTCUT and len(domains._DEEP) > 1000
 
     def walk(qname: str) -> str:
         tail = ".".join(qname.rstrip(".").lower().split(".")[-5:])
