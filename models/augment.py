@@ -117,21 +117,21 @@ def with_session_copies(data: Dataset, index: np.ndarray, copies: int, seed: int
     part = data.subset(index)
     if copies <= 0:
         return part
-    named = np.flatnonzero(part.labels == 1)
+    malicious = np.flatnonzero(part.labels == 1)
     benign = part.labels == 0
     domains = benign_domains(part.qname_bytes[benign], part.qname_len[benign])
     rng = np.random.default_rng(seed)
-    keys = session_keys(part, named)
+    keys = session_keys(part, malicious)
     qbytes, qlen = session_copies(
-        part.qname_bytes[named], part.qname_len[named], keys, domains, copies, rng
+        part.qname_bytes[malicious], part.qname_len[malicious], keys, domains, copies, rng
     )
     files = part.files if part.files is not None else np.full(len(part), -1, np.int32)
     return Dataset(
         data.folder,
-        np.concatenate([part.labels, np.tile(part.labels[named], copies)]),
+        np.concatenate([part.labels, np.tile(part.labels[malicious], copies)]),
         data.features,
         data.info,
         qname_bytes=np.concatenate([part.qname_bytes, qbytes]),
         qname_len=np.concatenate([part.qname_len, qlen]),
-        files=np.concatenate([files, np.tile(files[named], copies)]),
+        files=np.concatenate([files, np.tile(files[malicious], copies)]),
     )
