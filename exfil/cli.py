@@ -1,14 +1,18 @@
 """Turn a script's UPPER_CASE constants into command-line flags, and report errors in one line.
 
-Every top-level script keeps its tunables as constants at the top, each with a trailing comment:
+Every top-level script keeps its tunables as constants in one block between two banner lines,
+each with a trailing comment; allowed values are declared once, as a `Literal` annotation:
 
-    EPOCHS = 20          # passes over the training set
-    RULE = "domain"      # labelling rule: domain | time | hosts
+    # -----------------------------------------------------------------------------
+    EPOCHS = 20                                     # passes over the training set
+    RULE: Literal["domain", "time"] = "domain"      # labelling rule
+    # -----------------------------------------------------------------------------
 
 `configure(globals())` builds an argparse parser from them (`--epochs 5`, `--rule time`), takes the
-help text from the trailing comment, coerces values to the constant's type, rejects unknown flags,
-and writes the parsed values back into the script's globals. Editing the constant and passing the
-flag therefore do the same thing.
+help text from the trailing comment and `choices=` from the annotation, coerces values to the
+constant's type, rejects unknown flags, and writes the parsed values back into the script's
+globals (the script's own reading of them; library code gets a settings object instead).
+Editing the constant and passing the flag therefore do the same thing.
 
 `run(main)` is the script entry point: a `UserError` (bad input the user can fix) becomes one
 line on stderr and exit code 2, never a traceback.
@@ -17,40 +21,71 @@ line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
-_CONSTANT_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]*)?=.*?#\s*(.+)$")
+BANNER = "# ---"  # a line starting so opens and closes a script's constants block
 
 
 class UserError(Exception):
     """A problem with the user's input or files: reported in one line, exit code 2."""
 
 
-def _comments(source_file: str | None) -> dict[str, str]:
-    """Map each top-level constant to the trailing comment on its line (its help text)."""
+def constants_block(source_file: str | None) -> dict[str, str] | None:
+    """Constant name -> help text (its trailing comment), for the script's banner-marked block.
+
+    Only the first block between two banner lines counts, so a constant assigned elsewhere in
+    the script (or imported) never becomes a flag. None when the source cannot be read.
+    """
     if not source_file or not Path(source_file).is_file():
+        return None
+    lines = Path(source_file).read_text(encoding="utf-8").splitlines()
+    marks = [i for i, line in enumerate(lines) if line.startswith(BANNER)]
+    if len(marks) < 2:
         return {}
+    block = lines[marks[0] + 1 : marks[1]]
     found: dict[str, str] = {}
-    for line in Path(source_file).read_text(encoding="utf-8").splitlines():
-        match = _CONSTANT_LINE.match(line)
-        if match and match.group(1) not in found:
-            found[match.group(1)] = match.group(2).strip()
+    for node in ast.parse("\n".join(block)).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for target in targets:
+            if isinstance(target, ast.Name) and re.fullmatch(r"[A-Z][A-Z0-9_]*", target.id):
+                rest = block[node.end_lineno - 1].encode()[node.end_col_offset :].decode()
+                found[target.id] = rest.split("#", 1)[1].strip() if "#" in rest else ""
     return found
 
 
-def _element_type(name: str, value: Sequence, annotations: dict[str, Any]) -> type:
+def _hint(name: str, namespace: dict[str, Any]) -> Any:
+    """The constant's annotation as an object (scripts may defer annotations to strings)."""
+    hint = namespace.get("__annotations__", {}).get(name)
+    if isinstance(hint, str):
+        try:
+            hint = eval(hint, namespace)  # noqa: S307 (the script's own annotation)
+        except Exception:  # noqa: BLE001 (an annotation we cannot read just gives no choices)
+            return None
+    return hint
+
+
+def declared_choices(name: str, namespace: dict[str, Any]) -> tuple | None:
+    """Allowed values from a `Literal[...]` annotation (or `list[Literal[...]]` for lists)."""
+    hint = _hint(name, namespace)
+    if get_origin(hint) in (list, tuple) and get_args(hint):
+        hint = get_args(hint)[0]
+    return get_args(hint) if get_origin(hint) is Literal else None
+
+
+def _element_type(name: str, value: Sequence, namespace: dict[str, Any]) -> type:
     if value:
         return type(value[0])
-    hint = str(annotations.get(name, ""))
-    for candidate in (int, float):
-        if f"[{candidate.__name__}]" in hint:
-            return candidate
-    return str
+    hint = _hint(name, namespace)
+    args = get_args(hint)
+    if args and get_origin(args[0]) is Literal:
+        args = (type(get_args(args[0])[0]),)
+    return args[0] if args and args[0] in (int, float) else str
 
 
 def _parse_bool(text: str) -> bool:
@@ -76,15 +111,11 @@ class _ListAction(argparse.Action):
 def constants(namespace: dict[str, Any]) -> dict[str, Any]:
     """The script's tunable constants: UPPER_CASE names bound to plain values.
 
-    When the script's source is known, only names it assigns at top level count, so constants
-    it merely imports from a module never become flags.
+    When the script's source is known, only names its constants block assigns count, so
+    constants it imports from a module or uses internally never become flags.
     """
     plain = (bool, int, float, str, list, tuple, type(None))
-    source = namespace.get("__file__")
-    own = None
-    if source and Path(source).is_file():
-        text = Path(source).read_text(encoding="utf-8")
-        own = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=\n]*)?=", text, re.MULTILINE))
+    own = constants_block(namespace.get("__file__"))
     return {
         name: value
         for name, value in namespace.items()
@@ -104,13 +135,14 @@ def configure(
     """Parse flags for every constant in `namespace`, update it in place, return the config.
 
     `positional` names one list constant filled by positional arguments (e.g. CAPTURES).
-    `choices` restricts a constant to a set of values (checked for list elements too).
+    Allowed values come from a constant's `Literal[...]` annotation (checked for list elements
+    too); `choices` can add or override them.
     The returned dict maps lower-case names to resolved values, ready to print and save.
     """
-    choices = choices or {}
     tunables = constants(namespace)
-    helps = _comments(namespace.get("__file__"))
-    annotations = namespace.get("__annotations__", {})
+    declared = {name: declared_choices(name, namespace) for name in tunables}
+    choices = {**{k: v for k, v in declared.items() if v is not None}, **(choices or {})}
+    helps = constants_block(namespace.get("__file__")) or {}
     doc = (namespace.get("__doc__") or "").strip()
     parser = argparse.ArgumentParser(
         description=doc.splitlines()[0] if doc else None,
@@ -131,7 +163,7 @@ def configure(
             kwargs["const"] = True
             kwargs["metavar"] = "BOOL"
         elif isinstance(default, (list, tuple)):
-            kwargs["type"] = _element_type(name, default, annotations)
+            kwargs["type"] = _element_type(name, default, namespace)
             kwargs["nargs"] = "*"
             if name != positional:
                 kwargs["action"] = _ListAction

@@ -12,16 +12,20 @@ SCRIPT = textwrap.dedent(
     '''
     """Toy script."""
     import sys
+    from typing import Literal
     sys.path.insert(0, {root!r})
     from exfil.cli import UserError, configure, run
     from exfil.dnsmsg import MAX_LABEL  # imported constants are not flags
 
+    # ---------------------------------------------------------------- config
     CAPTURES: list[str] = []   # capture files
     EPOCHS = 20                # passes over the data (100% of it)
-    RULE = "domain"            # labelling rule
+    RULE: Literal["domain", "time"] = "domain"  # labelling rule ("#" in help)
+    # ----------------------------------------------------------------
+    INTERNAL = 3  # outside the block: not a flag
 
     def main():
-        configure(globals(), positional="CAPTURES", choices={{"RULE": ("domain", "time")}})
+        configure(globals(), positional="CAPTURES")
         if not CAPTURES:
             raise UserError("no capture given")
         print(EPOCHS, RULE, CAPTURES)
@@ -71,7 +75,10 @@ def test_script_help_error_and_success(tmp_path):
     script.write_text(SCRIPT.format(root=root))
     helped = subprocess.run([sys.executable, script, "-h"], capture_output=True, text=True)
     assert helped.returncode == 0 and "passes over the data (100% of it)" in helped.stdout
-    assert "--max-label" not in helped.stdout
+    assert "--max-label" not in helped.stdout and "--internal" not in helped.stdout
+    assert 'labelling rule ("#" in help)' in helped.stdout and "{domain,time}" in helped.stdout
+    bad = subprocess.run([sys.executable, script, "a.pcap", "--rule", "x"], capture_output=True)
+    assert bad.returncode == 2 and b"invalid choice" in bad.stderr
     failed = subprocess.run([sys.executable, script], capture_output=True, text=True)
     assert failed.returncode == 2
     assert failed.stderr.strip() == "toy.py: error: no capture given"
@@ -81,3 +88,14 @@ def test_script_help_error_and_success(tmp_path):
         text=True,
     )
     assert ran.returncode == 0 and ran.stdout.split() == ["3", "time", "['a.pcap']"]
+
+
+def test_literal_annotations_declare_choices_for_values_and_lists():
+    from typing import Literal
+
+    ns = namespace(RULE="a", NAMES=["x"])
+    ns["__annotations__"] = {"RULE": Literal["a", "b"], "NAMES": "list[Literal['x', 'y']]"}
+    ns["Literal"] = Literal
+    assert configure(ns, ["--rule", "b", "--names", "y", "x"]) == {"rule": "b", "names": ["y", "x"]}
+    with pytest.raises(SystemExit):
+        configure(ns, ["--names", "z"])
