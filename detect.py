@@ -20,19 +20,23 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from exfil.alerts import AlertBook, format_alerts
+from exfil.captures import checked_capture_paths, map_captures
 from exfil.cli import UserError, configure, format_config, run
-from exfil.features import extras, qname_matrix, unigrams
+from exfil.dataset import join_text
+from exfil.features import unigrams
+from exfil.featureset import FeatureSettings, unigram_inputs
 from exfil.files import atomic_path, save_json
-from exfil.numtext import format_address, format_fixed6, format_flag
-from exfil.packets import csv_block, format_qname, packet_fields, strings
-from exfil.pcapread import checked_capture_paths, map_captures, read_dns
+from exfil.numtext import format_fixed6, format_flag
+from exfil.packets import csv_block, packet_fields
+from exfil.pcapread import read_dns
 from models import load_checkpoint, predict_proba
 from models.nets import INPUTS
 
@@ -62,27 +66,37 @@ _HEADER = "capture,packet,time,src,dst,qname,qtype,response,score,malicious\n"
 _ID_COLUMNS = ("capture", "packet", "time", "src", "dst", "qname", "qtype", "response")
 
 
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to score captures: the model, its threshold, alerting, reading."""
+
+    model: str
+    threshold: float
+    min_names: int
+    min_share: float
+    ports: tuple[int, ...]
+    chunk: int
+    batch_size: int
+
+
 def network_inputs(batch, meta: dict) -> dict:  # noqa: ANN001
-    """The arrays the checkpoint's network was trained on, computed as ng.py computes them."""
-    features = meta["features"]
-    if INPUTS[meta["network"]] == "qname":
-        names, lengths = qname_matrix(batch, int(features.get("qname_len", 256)))
-        return {"qname_bytes": names, "qname_len": lengths}
-    vectors = unigrams(batch, features.get("scope", "qname"), features.get("transform", "log1p"))
-    if features.get("extras"):
-        vectors = np.hstack([vectors, extras(batch, tuple(features["extras"]))])
-    return {"unigrams": vectors}
+    """The arrays the checkpoint's network reads, by the recipe ng.py used (its `features`)."""
+    network = INPUTS[meta["network"]]
+    arrays = FeatureSettings.from_meta(meta["features"]).compute(batch, need=(network,))
+    if network == "qname":
+        return {"qname_bytes": arrays["qname_bytes"], "qname_len": arrays["qname_len"]}
+    return {"unigrams": unigram_inputs(arrays)}
 
 
-def score_batches(batches, name: str, model, meta: dict, threshold: float, sink, book) -> int:  # noqa: ANN001
+def score_batches(batches, name: str, model, meta: dict, job: Job, sink, book) -> int:  # noqa: ANN001
     """Score DnsBatches, write their CSV rows to `sink`, feed alerts; return flagged count."""
     flagged = 0
     for batch in batches:
         if not len(batch):
             continue
         inputs = network_inputs(batch, meta)
-        scores = predict_proba(model, meta, batch_size=BATCH_SIZE, **inputs)
-        malicious = scores >= threshold
+        scores = predict_proba(model, meta, batch_size=job.batch_size, **inputs)
+        malicious = scores >= job.threshold
         flagged += int(malicious.sum())
         fields = packet_fields(name, batch)
         columns = [fields[key] for key in _ID_COLUMNS]
@@ -91,13 +105,7 @@ def score_batches(batches, name: str, model, meta: dict, threshold: float, sink,
         features = meta["features"]
         same = (features.get("scope"), features.get("transform")) == ("qname", "log1p")
         why = inputs["unigrams"] if same and "unigrams" in inputs else unigrams(batch)
-        rows = np.flatnonzero(malicious)  # text only for what may be alerted
-        names = strings(format_qname(batch.qname[rows], batch.qlen[rows]))
-        client = np.where(batch.response[rows, None], batch.dst[rows], batch.src[rows])
-        raised = book.update(
-            batch.qname, batch.qlen, batch.time, scores, malicious, names,
-            strings(format_address(client)), why[:, :256],
-        )  # fmt: skip
+        raised = book.update(batch, scores, malicious, why[:, :256])
         for domain in raised if book.window_seconds is not None else ():
             alert = book.summary(domain)
             print(
@@ -112,45 +120,38 @@ def score_batches(batches, name: str, model, meta: dict, threshold: float, sink,
 # captures
 
 
-def score_capture(path: Path, part_dir: Path, threshold: float) -> dict:
+def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
     """One capture: CSV rows to a part file, alerts kept in a book (returned to the parent).
 
     One torch thread: chunks are small enough that threads cost more than they give, and
     several captures run in parallel processes instead.
     """
     torch.set_num_threads(1)
-    model, meta = load_checkpoint(MODEL)
-    book = AlertBook(MIN_NAMES, MIN_SHARE)
+    model, meta = load_checkpoint(job.model)
+    book = AlertBook(job.min_names, job.min_share)
     stats: dict = {}
-    part = part_dir / f"{os.getpid()}-{path.name}.csv"
+    part = part_dir / f"{os.getpid()}-{uuid.uuid4().hex}.csv"  # a/x.pcap and b/x.pcap differ
     with open(part, "wb") as sink:
-        flagged = score_batches(
-            read_dns(path, CAPTURE_PORTS, CHUNK, stats), str(path), model, meta, threshold,
-            sink, book,
-        )  # fmt: skip
+        batches = read_dns(path, job.ports, job.chunk, stats)
+        flagged = score_batches(batches, str(path), model, meta, job, sink, book)
     return {"path": str(path), "part": str(part), "stats": stats, "flagged": flagged, "book": book}
 
 
-def detect_files(threshold: float, alerts_path: Path) -> list[dict]:
+def detect_files(job: Job, alerts_path: Path, config: dict) -> list[dict]:
     paths = checked_capture_paths(CAPTURES)
     out = Path(OUT)
     out.parent.mkdir(parents=True, exist_ok=True)
     workers = min(WORKERS or os.cpu_count() or 1, len(paths))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".detect-") as part_dir:
-        work = partial(score_capture, part_dir=Path(part_dir), threshold=threshold)
+        work = partial(score_capture, part_dir=Path(part_dir), job=job)
         results = map_captures(work, paths, workers)
-        with atomic_path(out) as temporary, open(temporary, "wb") as sink:
-            sink.write(_HEADER.encode())
-            for result in results:
-                with open(result["part"], "rb") as part:
-                    while block := part.read(1 << 22):
-                        sink.write(block)
+        join_text([r["part"] for r in results], out, _HEADER)
     book = results[0]["book"]
     for result in results[1:]:
         book.merge(result["book"])
     alerts = book.alerts()
-    save_json(alerts_path, {"threshold": threshold, "model": MODEL, "alerts": alerts})
+    save_alerts(alerts_path, alerts, job, config)
     packets = sum(r["stats"].get("dns_packets", 0) for r in results)
     seconds = time.perf_counter() - started
     for result in results:
@@ -180,11 +181,11 @@ def pcap_bytes(frames: list[tuple[float, bytes]]) -> bytes:
     return b"".join(out)
 
 
-def detect_live(threshold: float, alerts_path: Path) -> list[dict]:
+def detect_live(job: Job, alerts_path: Path, config: dict) -> list[dict]:
     from exfil.sniff import Sniffer
 
-    model, meta = load_checkpoint(MODEL)
-    book = AlertBook(MIN_NAMES, MIN_SHARE, LIVE_WINDOW)
+    model, meta = load_checkpoint(job.model)
+    book = AlertBook(job.min_names, job.min_share, LIVE_WINDOW)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     arrived: list[tuple[float, bytes]] = []
@@ -205,11 +206,11 @@ def detect_live(threshold: float, alerts_path: Path) -> list[dict]:
                     if taken:  # a fresh file each time: earlier batches may still map the last
                         window = Path(scratch) / f"window-{seen}.pcap"
                         window.write_bytes(pcap_bytes(taken))
-                        batches = list(read_dns(window, CAPTURE_PORTS, CHUNK))
+                        batches = list(read_dns(window, job.ports, job.chunk))
                         for batch in batches:
                             batch.record = batch.record + seen
                         seen += len(taken)
-                        score_batches(batches, name, model, meta, threshold, sink, book)
+                        score_batches(batches, name, model, meta, job, sink, book)
                         sink.flush()
                         del batches
                         window.unlink()
@@ -219,8 +220,14 @@ def detect_live(threshold: float, alerts_path: Path) -> list[dict]:
                 print("stopping", file=sys.stderr)
             sniffer.stop()
     alerts = book.alerts()
-    save_json(alerts_path, {"threshold": threshold, "model": MODEL, "alerts": alerts})
+    save_alerts(alerts_path, alerts, job, config)
     return alerts
+
+
+def save_alerts(path: Path, alerts: list[dict], job: Job, config: dict) -> None:
+    """alerts.json: the alerts, the model and threshold behind them, and the run's settings."""
+    save_json(path, {"threshold": job.threshold, "model": job.model, "alerts": alerts,
+                     "config": config})  # fmt: skip
 
 
 # -----------------------------------------------------------------------------
@@ -236,7 +243,9 @@ def main() -> int:
     threshold = THRESHOLD if THRESHOLD >= 0 else float(meta.get("threshold", 0.5))
     print(f"model {MODEL}: {meta['network']}, threshold {threshold:.4f}")
     alerts_path = Path(ALERTS) if ALERTS else Path(OUT).with_name("alerts.json")
-    alerts = detect_live(threshold, alerts_path) if IFACE else detect_files(threshold, alerts_path)
+    job = Job(MODEL, threshold, MIN_NAMES, MIN_SHARE, tuple(CAPTURE_PORTS), CHUNK, BATCH_SIZE)
+    detect = detect_live if IFACE else detect_files
+    alerts = detect(job, alerts_path, config)
     print(format_alerts(alerts))
     print(f"alerts: {len(alerts)} domain(s) -> {alerts_path}")
     return 1 if alerts else 0

@@ -10,10 +10,11 @@
 
 Networks use the threshold stored in their checkpoint and the extra features it names (TEST
 needs them: ng.py --extras). Baselines (logistic regression and random forest on the unigrams
-+ EXTRAS, a length/entropy rule) are fitted on DATA's training split
-with the networks' split and threshold rule. Writes results/metrics.json (model -> accuracy,
-precision, recall, f1, roc_auc, pr_auc, fpr, ...; undefined values are null with a note),
-results/report.md and PNG plots. Bad input: one line, exit code 2.
++ EXTRAS, a length/entropy rule) are fitted on DATA's training split with the networks' split
+and threshold rule, read from the checkpoints' settings (the project's defaults without any);
+leave-one-out retrains each network with its checkpoint's settings. Writes results/metrics.json
+(model -> accuracy, precision, recall, f1, roc_auc, pr_auc, fpr, ...; undefined values are
+null with a note), results/report.md and PNG plots. Bad input: one line, exit code 2.
 """
 
 import csv
@@ -24,12 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from exfil.cli import UserError, configure, format_config, run
-from exfil.features import NAME_FEATURES
+from exfil.features import NAME_FEATURES, Extra
 from exfil.files import save_json, save_text
 from models import anomaly_score, baselines, check_features, load_checkpoint, predict_proba
+from models.baselines import BaselineName
 from models.data import Dataset, features_key, load_dataset, split_by_file_and_time, with_extras
 from models.metrics import binary_metrics, rate_by_group
+from models.nets import Network
 from models.report import group_table, main_table, markdown_report
+from models.settings import RUNS, RunConfig, SplitConfig
 
 # ----------------------------------------------------------------------------- config
 # data
@@ -38,19 +42,14 @@ TEST = "work/test"  # test folder, from a separately generated capture (other se
 TIME_LABELS = "work/test-time/labels.npy"  # time-rule labels of TEST (ld.py --rule time), if any
 # models
 CHECKPOINTS = ["checkpoints/ae_clf.pt", "checkpoints/clf.pt", "checkpoints/lstm.pt"]  # networks
-BASELINES = ["logreg", "forest", "rule"]  # baselines: logreg | forest | rule
-EXTRAS = list(NAME_FEATURES)  # name features the baselines use besides unigrams; none: --extras
+BASELINES: list[BaselineName] = ["logreg", "forest", "rule"]  # baselines to fit and score
+EXTRAS: list[Extra] = list(NAME_FEATURES)  # baselines' name features; none: --extras
 ABLATION = False  # also fit logreg and forest on unigrams alone (NAME-unigrams): do EXTRAS help?
 ANOMALY = True  # also report ae_clf's anomaly path (reconstruction error) as ae_anomaly
-FOREST_TREES = 100  # trees of the random forest baseline
-VAL_FILES = 0.25  # validation share of files for the baselines (as in the training scripts)
-VAL_TIME = 0.2  # validation time block for the baselines (as in the training scripts)
-THRESHOLD_RULE = "fpr"  # baselines' threshold on validation: fpr | f1 (as in the training scripts)
-TARGET_FPR = 0.001  # for fpr: share of benign validation packets a baseline may flag
-SEED = 1  # seeds the baselines' split and forest
+FOREST_TREES = 100  # trees of the random forest baseline (seeded by the split's seed)
 # leave one style out
 LEAVE_ONE_OUT = False  # for each exfiltration style in DATA: train without it, test on it
-LOO_NETWORKS = ["clf", "ae_clf", "lstm"]  # networks retrained per held-out style (slow: lstm)
+LOO_NETWORKS: list[Network] = ["clf", "ae_clf", "lstm"]  # retrained per held-out style (lstm: slow)
 # output
 OUT = "results"  # folder for metrics.json, report.md and plots
 PLOTS = True  # write PNG plots
@@ -71,12 +70,32 @@ def steady_timed(fn, test: Dataset):
     return timed(lambda: fn(slice(None)))
 
 
-def score_networks(test: Dataset) -> tuple[dict, dict]:
-    """Every checkpoint's scores and metrics on TEST (+ the anomaly path of ae_clf)."""
-    results, histories = {}, {}
+def load_networks(test: Dataset) -> list[tuple[str, object, dict]]:
+    """(path, model, meta) of every checkpoint, each checked against TEST's features."""
+    loaded = []
     for path in CHECKPOINTS:
         model, meta = load_checkpoint(path)
         check_features(meta, test.features)
+        loaded.append((path, model, meta))
+    return loaded
+
+
+def trained_settings(loaded: list) -> tuple[SplitConfig, dict[str, RunConfig]]:
+    """The split the networks were trained with, and each network's run settings."""
+    runs = {}
+    for path, _, meta in loaded:
+        runs.setdefault(meta["network"], RUNS[meta["network"]].from_dict(meta["config"], path))
+    splits = {SplitConfig.from_dict(meta["config"], path) for path, _, meta in loaded}
+    if len(splits) > 1:
+        print(f"warning: the checkpoints differ in their split; baselines use {CHECKPOINTS[0]}'s")
+    split = SplitConfig.from_dict(loaded[0][2]["config"]) if loaded else SplitConfig()
+    return split, runs
+
+
+def score_networks(test: Dataset, loaded: list) -> tuple[dict, dict]:
+    """Every checkpoint's scores and metrics on TEST (+ the anomaly path of ae_clf)."""
+    results, histories = {}, {}
+    for path, model, meta in loaded:
         x = test.unigrams  # + the extra features the checkpoint was trained with, if any
         if meta["network"] != "lstm":
             x = with_extras(test, meta.get("features", {}).get("extras") or []).unigrams
@@ -113,14 +132,15 @@ def score_networks(test: Dataset) -> tuple[dict, dict]:
     return results, histories
 
 
-def score_baselines(test: Dataset, config: dict) -> dict:
+def score_baselines(test: Dataset, split: SplitConfig) -> dict:
+    """Each baseline fitted on DATA's training split, its threshold on validation, on TEST."""
     if not BASELINES:
         return {}
     train_data = load_dataset(DATA, need=("unigrams", "qname"))
     for key in ("scope", "transform", "dim"):
         if features_key(train_data.features)[key] != features_key(test.features)[key]:
             raise UserError(f"{DATA} and {TEST} have different feature {key}: rerun ng.py")
-    train, val = split_by_file_and_time(train_data, VAL_FILES, VAL_TIME, SEED)
+    train, val = split_by_file_and_time(train_data, split.val_files, split.val_time, split.seed)
     runs = [(name, name, EXTRAS) for name in BASELINES]  # (result name, baseline, extras)
     if ABLATION and EXTRAS:
         runs += [(f"{n}-unigrams", n, []) for n in BASELINES if n != "rule"]
@@ -128,8 +148,8 @@ def score_baselines(test: Dataset, config: dict) -> dict:
     for label, name, extras in runs:
         fit_data, test_data = with_extras(train_data, extras), with_extras(test, extras)
         baseline, fit_seconds = timed(
-            lambda n=name, d=fit_data: baselines.Baseline(n, FOREST_TREES, SEED).fit(
-                d, train, val, config
+            lambda n=name, d=fit_data: baselines.Baseline(n, FOREST_TREES, split.seed).fit(
+                d, train, val, split
             )
         )
         scores, seconds = timed(lambda b=baseline, d=test_data: b.score(d))
@@ -215,32 +235,37 @@ def summarise(result: dict, labels: np.ndarray, groups: dict) -> dict:
     return m
 
 
-def run_leave_one_out(test: Dataset, config: dict, out: Path) -> None:
+def run_leave_one_out(test: Dataset, loaded: list, config: dict, out: Path) -> None:
     """Train without each style, test on it; save leave_one_out.json (report.md shows it)."""
     import tempfile
 
     from models.loo import leave_one_out, loo_tables
 
+    split, runs = trained_settings(loaded)
+    missing = [n for n in LOO_NETWORKS if n not in runs]
+    if missing:
+        raise UserError(
+            f"leave-one-out retrains each network with its checkpoint's settings: give "
+            f"--checkpoints with a {' and '.join(missing)} checkpoint (or --loo-networks)"
+        )
+    runs = {n: runs[n] for n in LOO_NETWORKS}
     data = load_dataset(DATA, need=("unigrams", "qname"))
     with tempfile.TemporaryDirectory(prefix="exfil-loo-") as work:
-        results = leave_one_out(data, test, LOO_NETWORKS, BASELINES, config, Path(work))
+        results = leave_one_out(data, test, runs, BASELINES, split, config, Path(work))
     save_json(out / "leave_one_out.json", results)
     print(loo_tables(results) + "\n")
 
 
 def main() -> int:
-    config = configure(
-        globals(), choices={"BASELINES": baselines.NAMES, "THRESHOLD_RULE": ["fpr", "f1"]}
-    )
+    config = configure(globals())
     print(format_config(config))
     test = load_dataset(TEST, need=("unigrams", "qname"), min_classes=1)
     out = Path(OUT)
+    loaded = load_networks(test)
     if LEAVE_ONE_OUT:
-        run_leave_one_out(test, config, out)
-        if not CHECKPOINTS and not BASELINES:
-            return 0
-    results, histories = score_networks(test)
-    results.update(score_baselines(test, config))
+        run_leave_one_out(test, loaded, config, out)
+    results, histories = score_networks(test, loaded)
+    results.update(score_baselines(test, trained_settings(loaded)[0]))
     if not results:
         raise UserError("nothing to evaluate: give --checkpoints and/or --baselines")
     groups = packet_groups(test)

@@ -5,33 +5,36 @@
     python ld.py caps/ --out work/x --rule domain --exfil-domain evil.example
     python ld.py list.txt --out work/x --rule hosts --attacker-hosts 10.0.0.66
 
-Writes OUT/labels.npy (int8), OUT/packets.csv, OUT/labels.json, OUT/classes.npy (int16) and
-OUT/files.npy (int32); row i is the i-th DNS message in capture order, as in ng.py's outputs.
-Without --exfil-domain the domains come from X.truth.json beside each capture X.pcap.
+Writes OUT/labels.npy (int8), OUT/packets.csv, OUT/labels.json (with the settings used),
+OUT/classes.npy (int16), OUT/files.npy (int32) and OUT/qtypes.npy (uint16); row i is the i-th
+DNS message in capture order, as in ng.py's outputs (format: exfil/dataset.py). Without
+--exfil-domain the domains come from X.truth.json beside each capture X.pcap.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from exfil import labels as lab
+from exfil.captures import checked_capture_paths, map_captures, with_progress
 from exfil.cli import UserError, configure, format_config, run
-from exfil.files import atomic_path, save_json, save_npy, sha256_file
+from exfil.dataset import join_text, write_arrays, write_meta
+from exfil.files import sha256_file
 from exfil.numtext import format_flag
 from exfil.packets import PACKET_COLUMNS, csv_block, packet_fields
-from exfil.pcapread import checked_capture_paths, map_captures, read_dns, with_progress
+from exfil.pcapread import read_dns
 
 # -----------------------------------------------------------------------------
 # inputs and rule
 CAPTURES: list[str] = []  # captures, folders of captures, or text files listing them
 OUT = ""  # output folder (required)
-RULE = "domain"  # labelling rule: domain | time | hosts
+RULE: lab.Rule = "domain"  # labelling rule: domain (exact) | time (2018 windows) | hosts
 EXFIL_DOMAIN: list[str] = []  # exfiltration domains (default: each capture's X.truth.json)
 ATTACKER_HOSTS: list[str] = []  # attacker addresses for --rule hosts (default: truth sidecar)
 LOGS = ""  # logs.csv for --rule time (default: X.logs.csv beside each capture)
@@ -42,31 +45,42 @@ WORKERS = 0  # processes for several captures (0 = one per core)
 # -----------------------------------------------------------------------------
 
 
-def label_capture(path: Path, out: Path) -> dict:
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs: the rule, how to read, where to put its part file."""
+
+    rule: lab.LabelRule
+    ports: tuple[int, ...]
+    chunk: int
+    out: Path
+
+
+def label_capture(path: Path, job: Job) -> dict:
     """Read one capture, label it, write its CSV rows to a part file; arrays come back."""
     truth_file = lab.sidecar(path, "truth.json")
     truth = lab.load_truth(truth_file) if truth_file else {}
-    domains = EXFIL_DOMAIN or truth.get("exfil_domains", [])
-    hosts = ATTACKER_HOSTS or truth.get("attacker_hosts", [])
-    if RULE == "domain" and not domains:
+    rule = job.rule.rule
+    domains = list(job.rule.exfil_domains) or truth.get("exfil_domains", [])
+    hosts = list(job.rule.attacker_hosts) or truth.get("attacker_hosts", [])
+    if rule == "domain" and not domains:
         raise UserError(f"{path}: no exfiltration domain: give --exfil-domain or X.truth.json")
-    if RULE == "hosts" and not hosts:
+    if rule == "hosts" and not hosts:
         raise UserError(f"{path}: no attacker hosts: give --attacker-hosts or X.truth.json")
-    if RULE == "time":
-        logs = Path(LOGS) if LOGS else lab.sidecar(path, "logs.csv")
+    if rule == "time":
+        logs = Path(job.rule.logs) if job.rule.logs else lab.sidecar(path, "logs.csv")
         if logs is None:
             raise UserError(f"{path}: --rule time needs X.logs.csv beside it or --logs")
         log_times, log_exfil = lab.load_logs(logs)
     record_class = truth.get("record_class")
     files = [dict(entry, capture=str(path)) for entry in truth.get("files", [])]
     stats: dict = {}
-    parts: dict[str, list] = {"label": [], "klass": [], "file": []}
-    part = out / f".packets.csv.part-{os.getpid()}-{uuid.uuid4().hex}"  # unique per capture run
+    parts: dict[str, list] = {"label": [], "klass": [], "file": [], "qtype": []}
+    part = job.out / f".packets.csv.part-{os.getpid()}-{uuid.uuid4().hex}"  # unique per run
     with open(part, "wb") as handle:
-        for batch in with_progress(read_dns(path, PORTS, CHUNK, stats), path):
-            if RULE == "domain":
+        for batch in with_progress(read_dns(path, job.ports, job.chunk, stats), path):
+            if rule == "domain":
                 label = lab.domain_labels(batch.qname, batch.qlen, domains)
-            elif RULE == "time":
+            elif rule == "time":
                 label = lab.time_labels(batch.time, log_times, log_exfil)
             else:
                 label = lab.host_labels(batch.src, batch.dst, hosts)
@@ -77,6 +91,7 @@ def label_capture(path: Path, out: Path) -> dict:
             parts["label"].append(label)
             parts["klass"].append(klass.astype(np.int16))
             parts["file"].append(lab.file_rows(batch.record, batch.qname, batch.qlen, files))
+            parts["qtype"].append(batch.qtype)
             columns = packet_fields(str(path), batch)  # as detect.py's scores.csv spells them
             handle.write(csv_block([*map(columns.get, PACKET_COLUMNS), format_flag(label)]))
     arrays = {k: np.concatenate(v) if v else np.zeros(0, np.int16) for k, v in parts.items()}
@@ -93,7 +108,7 @@ def label_capture(path: Path, out: Path) -> dict:
     }
 
 
-def merge(results: list[dict], out: Path) -> None:
+def merge(results: list[dict], out: Path, config: dict) -> None:
     """Concatenate per-capture results in order, remap class/file indices, write outputs."""
     classes: list[str] = []
     files: list[dict] = []
@@ -124,16 +139,19 @@ def merge(results: list[dict], out: Path) -> None:
             }
         )
     labels = np.concatenate([r["label"] for r in results]).astype(np.int8)
-    with atomic_path(out / "packets.csv") as temporary, open(temporary, "wb") as handle:
-        handle.write(",".join([*PACKET_COLUMNS, "label"]).encode() + b"\n")
-        for result in results:
-            with open(result["part"], "rb") as part:
-                shutil.copyfileobj(part, handle, 1 << 22)
-    save_npy(out / "labels.npy", labels)
-    save_npy(out / "classes.npy", np.concatenate(class_rows).astype(np.int16))
-    save_npy(out / "files.npy", np.concatenate(file_rows).astype(np.int32))
+    header = ",".join([*PACKET_COLUMNS, "label"]) + "\n"
+    join_text([r["part"] for r in results], out / "packets.csv", header)
+    write_arrays(
+        out,
+        {
+            "labels": labels,
+            "classes": np.concatenate(class_rows),
+            "files": np.concatenate(file_rows),
+            "qtypes": np.concatenate([r["qtype"] for r in results]),
+        },
+    )
     summary = {
-        "rule": RULE,
+        "rule": config["rule"],
         "exfil_domains": domains,
         "captures": captures,
         "packets": int(len(labels)),
@@ -141,8 +159,9 @@ def merge(results: list[dict], out: Path) -> None:
         "classes": classes,
         "files": files,
         "styles": styles,
+        "config": config,
     }
-    save_json(out / "labels.json", summary)
+    write_meta(out, "labels.json", summary)
     skipped: dict[str, int] = {}
     for capture in captures:
         for reason, count in capture["skipped"].items():
@@ -156,17 +175,18 @@ def merge(results: list[dict], out: Path) -> None:
 
 
 def main() -> None:
-    config = configure(globals(), positional="CAPTURES", choices={"RULE": lab.RULES})
+    config = configure(globals(), positional="CAPTURES")
     if not OUT:
         raise UserError("--out DIR is required")
     print(format_config(config))
     paths = checked_capture_paths(CAPTURES)
     out = Path(OUT)
     out.mkdir(parents=True, exist_ok=True)
-    results: list[dict] = []
+    rule = lab.LabelRule(RULE, tuple(EXFIL_DOMAIN), tuple(ATTACKER_HOSTS), LOGS)
+    job = Job(rule, tuple(PORTS), CHUNK, out)
     try:
-        results = map_captures(partial(label_capture, out=out), paths, WORKERS)
-        merge(results, out)
+        results = map_captures(partial(label_capture, job=job), paths, WORKERS)
+        merge(results, out, config)
     finally:
         for leftover in out.glob(".packets.csv.part-*"):
             leftover.unlink(missing_ok=True)

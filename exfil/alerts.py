@@ -18,6 +18,8 @@ import numpy as np
 
 from exfil.domains import registered_domain
 from exfil.features import extras
+from exfil.numtext import format_address
+from exfil.packets import format_qname, strings
 
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
@@ -212,23 +214,19 @@ class AlertBook:
         return enough_names and alert.queries >= self.min_share * total
 
     def update(
-        self,
-        name_bytes: np.ndarray,
-        name_len: np.ndarray,
-        times: np.ndarray,
-        scores: np.ndarray,
-        malicious: np.ndarray,
-        flagged_names: list[str],
-        flagged_clients: list[str],
-        unigrams: np.ndarray | None = None,
-    ) -> list[str]:
-        """Add one batch of every DNS packet; return domains newly alerted.
+        self, batch, scores: np.ndarray, malicious: np.ndarray, unigrams: np.ndarray | None = None
+    ) -> list[str]:  # noqa: ANN001
+        """Add one DnsBatch of scored packets; return domains newly alerted.
 
-        Per packet: question names as a uint8 (n, W) matrix with lengths, times, scores, flags,
-        and optionally the qname unigrams the "why" of an alert compares with benign traffic.
-        Text is needed for flagged packets only (`flagged_names`, `flagged_clients`, in row
-        order), which keeps the cost per benign packet to one dictionary hit.
+        `unigrams` (optional, qname 1 + ln(count) histograms) let an alert say which bytes its
+        names use more than the benign traffic. Text is made for flagged packets only, which
+        keeps the cost per benign packet to one dictionary hit.
         """
+        name_bytes, name_len, times = batch.qname, batch.qlen, batch.time
+        flagged = np.flatnonzero(malicious)
+        flagged_names = strings(format_qname(name_bytes[flagged], name_len[flagged]))
+        client = np.where(batch.response[flagged, None], batch.dst[flagged], batch.src[flagged])
+        flagged_clients = strings(format_address(client))
         cache, totals = self._domain_of, self.totals
         if len(cache) > MAX_CACHED_NAMES:
             cache.clear()
@@ -243,7 +241,6 @@ class AlertBook:
             if domain is None:
                 domain = cache[key] = registered_domain(key.decode("latin-1"))
             totals[domain] = totals.get(domain, 0) + count
-        flagged = np.flatnonzero(malicious)
         if unigrams is not None:
             benign_sum = unigrams.sum(axis=0).astype(np.float64)  # float32 within a batch
             benign_sum -= unigrams[flagged].sum(axis=0)

@@ -139,7 +139,8 @@ def configure(
     too); `choices` can add or override them.
     The returned dict maps lower-case names to resolved values, ready to print and save.
     """
-    tunables = constants(namespace)
+    # the defaults are the constants as the script wrote them, however often main() runs
+    tunables = namespace.setdefault("__cli_defaults__", constants(namespace))
     declared = {name: declared_choices(name, namespace) for name in tunables}
     choices = {**{k: v for k, v in declared.items() if v is not None}, **(choices or {})}
     helps = constants_block(namespace.get("__file__")) or {}

@@ -19,17 +19,19 @@ label. Every function works row by row, so chunked use gives exactly the one-sho
 from __future__ import annotations
 
 import functools
+from typing import Literal, get_args
 
 import numpy as np
 
 from exfil.dnsparse import PREFIX_MASK, QNAME_MAX, ragged, rr_ttl_offsets
 from exfil.pcapformat import window
 
-SCOPES = ("qname", "dns", "udp")
-TRANSFORMS = ("log1p", "raw", "log2", "log10", "l1")
+Scope = Literal["qname", "dns", "udp"]
+Transform = Literal["log1p", "raw", "log2", "log10", "l1"]
+SCOPES, TRANSFORMS = get_args(Scope), get_args(Transform)
 BLOCK_ROWS = 512  # rows histogrammed together: the int64 count buffer (1 MiB) stays in cache
 NAME_BLOCK_ROWS = 1024  # the same for names (at most 128 bins per row for ASCII names)
-EXTRA_FEATURES = (  # optional hand-made features (see `extras`)
+Extra = Literal[  # optional hand-made features (see `extras`)
     "name_len",  # bytes in the presentation name
     "labels",  # label count
     "longest_label",  # bytes in the longest label
@@ -38,7 +40,8 @@ EXTRA_FEATURES = (  # optional hand-made features (see `extras`)
     "other_ratio",  # share of bytes that are not letters, digits, '-' or '_'
     "entropy",  # Shannon entropy of the name's bytes, bits per byte
     "qtype",  # query type number
-)
+]
+EXTRA_FEATURES = get_args(Extra)
 # what ng.py writes and the unigram networks use by default: every name feature, not qtype
 # (which query types appear is a choice of whoever made the traffic, not a property of names)
 NAME_FEATURES = EXTRA_FEATURES[:-1]
@@ -308,4 +311,5 @@ def extras(batch, names: tuple[str, ...] = EXTRA_FEATURES) -> np.ndarray:  # noq
     unknown = set(names) - set(table)
     if unknown:
         raise ValueError(f"unknown extra features {sorted(unknown)}; known: {EXTRA_FEATURES}")
-    return np.stack([np.asarray(table[key](), np.float32) for key in names], 1).reshape(n, -1)
+    columns = [np.asarray(table[key](), np.float32) for key in names]
+    return np.stack(columns, 1) if columns else np.zeros((n, 0), np.float32)

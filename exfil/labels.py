@@ -20,14 +20,27 @@ import ipaddress
 import json
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from exfil.cli import UserError
 from exfil.pcapformat import window
 
-RULES = ("domain", "time", "hosts")
+Rule = Literal["domain", "time", "hosts"]
+RULES = get_args(Rule)
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """How ld.py labels: the rule, and what it needs (empty: from each capture's sidecars)."""
+
+    rule: Rule = "domain"
+    exfil_domains: tuple[str, ...] = ()
+    attacker_hosts: tuple[str, ...] = ()
+    logs: str = ""  # logs.csv for the time rule (default: X.logs.csv beside each capture)
 
 
 # --------------------------------------------------------------------------- sidecars
@@ -120,19 +133,6 @@ def host_labels(src: np.ndarray, dst: np.ndarray, hosts: list[str]) -> np.ndarra
     for host in wanted:
         found |= (src == host).all(1) | (dst == host).all(1)
     return found.astype(np.int8)
-
-
-def format_addresses(addresses: np.ndarray) -> np.ndarray:
-    """Text form of (n, 16) address rows; each distinct address is formatted once."""
-    out = np.empty(len(addresses), dtype=object)
-    words = np.ascontiguousarray(addresses).view(">u4")
-    v4 = (words[:, 0] == 0) & (words[:, 1] == 0) & (words[:, 2] == 0xFFFF)
-    unique, inverse = np.unique(words[v4, 3], return_inverse=True)
-    text = [str(ipaddress.IPv4Address(int(value))) for value in unique.tolist()]
-    out[v4] = np.asarray(text, dtype=object)[inverse.reshape(-1)] if text else []
-    for row in np.flatnonzero(~v4):  # IPv6: rare enough to format one by one
-        out[row] = str(ipaddress.IPv6Address(addresses[row].tobytes()))
-    return out
 
 
 def file_rows(record, qname, qlen, files: list[dict]) -> np.ndarray:  # noqa: ANN001

@@ -23,7 +23,6 @@ import os
 import struct
 from collections.abc import Iterator
 from itertools import repeat
-from pathlib import Path
 
 import numpy as np
 
@@ -247,69 +246,3 @@ def check_capture(path: str | os.PathLike) -> None:
     if magic in PCAP_MAGIC or magic == PCAPNG_SHB:
         raise UserError(f"{path}: capture cut inside its file header")
     raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number)")
-
-
-# --------------------------------------------------------------------------- many captures
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")  # picked from folders
-LIST_SUFFIXES = (".txt", ".list", ".lst")  # text files naming one capture per line
-
-
-def capture_paths(arguments: list[str]) -> list[Path]:
-    """Expand capture arguments: files, folders (their captures, sorted), and name lists."""
-    found: list[Path] = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in CAPTURE_SUFFIXES)
-        elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip() and not line.lstrip().startswith("#"):
-                    name = Path(line.strip())
-                    found += capture_paths(
-                        [str(name if name.is_absolute() else path.parent / name)]
-                    )
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UserError(f"{argument}: no such capture, folder or list")
-    if not found:
-        raise UserError("no captures given (files, folders of captures, or lists of them)")
-    return found
-
-
-def checked_capture_paths(arguments: list[str]) -> list[Path]:
-    """capture_paths, each file checked to be a capture before any work or output starts."""
-    paths = capture_paths(arguments)
-    for path in paths:
-        check_capture(path)
-    return paths
-
-
-def map_captures(work, paths: list, workers: int = 0) -> list:  # noqa: ANN001
-    """[work(path) for path in paths], in order, on up to `workers` processes (0 = cores)."""
-    workers = min(workers or os.cpu_count() or 1, len(paths))
-    if workers <= 1:
-        return [work(path) for path in paths]
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return pool.map(work, paths, chunksize=1)
-
-
-def with_progress(batches: Iterator, path: str | os.PathLike) -> Iterator:
-    """Pass DnsBatch-like batches through, with a tqdm bar over the file's bytes on a tty."""
-    import sys
-
-    from tqdm import tqdm
-
-    done = 0
-    total = os.path.getsize(path)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=Path(path).name,
-              disable=not sys.stderr.isatty(), leave=False) as bar:  # fmt: skip
-        for batch in batches:
-            if len(batch):
-                reached = int(batch.msg_off[-1] + batch.msg_len[-1])
-                bar.update(max(reached - done, 0))
-                done = max(done, reached)
-            yield batch
-        bar.update(max(total - done, 0))

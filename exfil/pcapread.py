@@ -32,16 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from exfil.dnsparse import REASONS, parse_questions
-from exfil.pcapformat import (  # noqa: F401 (callers import these from here)
-    MAX_CAPLEN,
-    capture_paths,
-    check_capture,
-    checked_capture_paths,
-    map_captures,
-    records,
-    window,
-    with_progress,
-)
+from exfil.pcapformat import records, window
 
 # --------------------------------------------------------------------------- constants
 CHUNK_RECORDS = 8192  # records decoded together: small enough that a chunk stays in cache
@@ -357,11 +348,3 @@ def read_dns(
             data=data,
             **columns,
         )
-
-
-def capture_stats(path: str | os.PathLike, ports: tuple[int, ...] = (53,)) -> dict:
-    """Read a whole capture only for its counts (records, DNS packets, skips by reason)."""
-    stats: dict = {}
-    for _ in read_dns(path, ports, stats=stats):
-        pass
-    return stats

@@ -6,6 +6,8 @@ thresholds come from the same validation rule, so the comparison is like for lik
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -13,8 +15,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.data import Dataset
+from models.settings import SplitConfig
 
-NAMES = ("logreg", "forest", "rule")
+BaselineName = Literal["logreg", "forest", "rule"]
+NAMES = get_args(BaselineName)
 
 # --------------------------------------------------------------------------- name statistics
 
@@ -81,8 +85,10 @@ class Baseline:
             self.model = LengthEntropyRule()
         self.threshold, self.rule = 0.5, ""
 
-    def fit(self, data: Dataset, train: np.ndarray, val: np.ndarray, config: dict) -> Baseline:
-        """Fit on the training rows; threshold from the validation rows by the scripts' rule."""
+    def fit(
+        self, data: Dataset, train: np.ndarray, val: np.ndarray, split: SplitConfig
+    ) -> Baseline:
+        """Fit on the training rows; threshold from the validation rows by `split`'s rule."""
         from models.pipeline import pick_threshold
 
         if self.name == "rule":
@@ -92,7 +98,7 @@ class Baseline:
         else:
             self.model.fit(data.unigrams[train], data.labels[train])
             val_scores = self.score(data.subset(val))
-            self.threshold, self.rule = pick_threshold(data.labels[val], val_scores, config)
+            self.threshold, self.rule = pick_threshold(data.labels[val], val_scores, split)
         return self
 
     def score(self, data: Dataset) -> np.ndarray:

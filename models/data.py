@@ -7,23 +7,13 @@ packet splits would leak a file's neighbouring pieces), and benign traffic is sp
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from exfil.cli import UserError
-
-ARRAYS = {  # file -> (dtype it must have, whether it is needed by every network)
-    "labels.npy": np.int8,
-    "unigrams.npy": np.float32,
-    "qname_bytes.npy": np.uint8,
-    "qname_len.npy": np.int32,
-    "files.npy": np.int32,
-    "classes.npy": np.int16,
-    "extras.npy": np.float32,
-}
+from exfil.dataset import ARRAYS, capture_digests, read_array, read_json, write_arrays, write_meta
 
 # --------------------------------------------------------------------------- loading
 
@@ -34,13 +24,13 @@ class Dataset:
     labels: np.ndarray  # (N,) int8, 1 = malicious
     features: dict  # features.json
     info: dict  # labels.json
-    unigrams: np.ndarray | None = None  # (N, dim) float32
+    classes: np.ndarray | None = None  # (N,) int16
+    files: np.ndarray | None = None  # (N,) int32, -1 = not part of a file
+    qtypes: np.ndarray | None = None  # (N,) uint16
+    unigrams: np.ndarray | None = None  # (N, dim) float32 (+ extras, see with_extras)
     qname_bytes: np.ndarray | None = None  # (N, qname_len) uint8
     qname_len: np.ndarray | None = None  # (N,) int32
-    files: np.ndarray | None = None  # (N,) int32, -1 = not part of a file
-    classes: np.ndarray | None = None  # (N,) int16
-    extras: np.ndarray | None = None  # (N, len(features["extras"])) float32, from ng.py --extras
-    extra: dict = field(default_factory=dict)
+    extras: np.ndarray | None = None  # (N, len(features["extras"])) float32, from ng.py
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -48,46 +38,21 @@ class Dataset:
     @property
     def captures(self) -> list[str]:
         """SHA-256 of the captures this folder was made from (to catch test-on-train)."""
-        return [c.get("sha256", "") for c in self.info.get("captures", [])]
+        return capture_digests(self.info)
+
+    def arrays(self) -> dict[str, np.ndarray | None]:
+        """Every per-packet array by field name (the format's fields), labels included."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in ARRAYS}
+
+    def replace_arrays(self, **arrays) -> Dataset:
+        """The same folder and metadata with other arrays (the rest kept)."""
+        return Dataset(self.folder, features=self.features, info=self.info, **{
+            **self.arrays(), **arrays,
+        })  # fmt: skip
 
     def subset(self, index: np.ndarray) -> Dataset:
-        pick = {
-            name: (getattr(self, name)[index] if getattr(self, name) is not None else None)
-            for name in (
-                "labels",
-                "unigrams",
-                "qname_bytes",
-                "qname_len",
-                "files",
-                "classes",
-                "extras",
-            )
-        }
-        return Dataset(self.folder, features=self.features, info=self.info, **pick)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (run ld.py and ng.py into {path.parent})") from None
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: unreadable JSON ({error})") from None
-
-
-def _read_npy(path: Path, dtype) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (run ld.py and ng.py into {path.parent})") from None
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: not a readable .npy file ({error})") from None
-    if array.dtype != dtype:
-        try:
-            array = array.astype(dtype, casting="same_kind")
-        except TypeError:
-            raise UserError(f"{path}: dtype {array.dtype}, expected {np.dtype(dtype)}") from None
-    return array
+        pick = {k: (v[index] if v is not None else None) for k, v in self.arrays().items()}
+        return self.replace_arrays(**pick)
 
 
 def load_dataset(
@@ -101,21 +66,26 @@ def load_dataset(
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such dataset folder (run ld.py and ng.py first)")
-    labels = _read_npy(folder / "labels.npy", np.int8)
-    info = _read_json(folder / "labels.json")
-    features = _read_json(folder / "features.json")
+    labels = read_array(folder, "labels")
+    info = read_json(folder, "labels.json")
+    features = read_json(folder, "features.json")
+    if capture_digests(info) != capture_digests(features):
+        raise UserError(
+            f"{folder}: labels.json and features.json come from different captures "
+            "(rerun ld.py and ng.py on the same captures)"
+        )
     n = len(labels)
     if labels.ndim != 1:
         raise UserError(f"{folder}/labels.npy: expected one label per packet, shape {labels.shape}")
     if n == 0:
         raise UserError(f"{folder}: empty dataset (0 packets); was the capture empty?")
-    wanted = {"unigrams": ["unigrams.npy"], "qname": ["qname_bytes.npy", "qname_len.npy"]}
+    wanted = {"unigrams": ["unigrams"], "qname": ["qname_bytes", "qname_len"]}
     required = {name for key in need for name in wanted[key]}
     arrays = {}
-    for name, dtype in ARRAYS.items():
-        if name == "labels.npy" or (name not in required and not (folder / name).exists()):
+    for name in ARRAYS:
+        if name == "labels" or (name not in required and not (folder / f"{name}.npy").exists()):
             continue
-        arrays[name] = _read_npy(folder / name, dtype)
+        arrays[name] = read_array(folder, name)
         if len(arrays[name]) != n:
             raise UserError(
                 f"{folder}: {name} has {len(arrays[name])} rows but labels.npy has {n} "
@@ -123,26 +93,15 @@ def load_dataset(
             )
     if features.get("packets", n) != n:
         raise UserError(f"{folder}: features.json says {features['packets']} packets, labels {n}")
-    if "unigrams.npy" in arrays and arrays["unigrams.npy"].shape[1:] != (features.get("dim", 256),):
-        raise UserError(f"{folder}/unigrams.npy: shape {arrays['unigrams.npy'].shape}")
+    if "unigrams" in arrays and arrays["unigrams"].shape[1:] != (features.get("dim", 256),):
+        raise UserError(f"{folder}/unigrams.npy: shape {arrays['unigrams'].shape}")
     if not np.isin(labels, (0, 1)).all():
         raise UserError(f"{folder}/labels.npy: labels must be 0 or 1")
     present = np.unique(labels)
     if len(present) < min_classes:
         kind = "malicious" if present[0] == 1 else "benign"
         raise UserError(f"{folder}: all {n} packets are {kind}; need both classes")
-    return Dataset(
-        folder,
-        labels,
-        features,
-        info,
-        unigrams=arrays.get("unigrams.npy"),
-        qname_bytes=arrays.get("qname_bytes.npy"),
-        qname_len=arrays.get("qname_len.npy"),
-        files=arrays.get("files.npy"),
-        classes=arrays.get("classes.npy"),
-        extras=arrays.get("extras.npy"),
-    )
+    return Dataset(folder, labels, features, info, **arrays)
 
 
 def features_key(features: dict) -> dict:
@@ -159,8 +118,8 @@ def with_extras(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:
     `names`: the unigrams alone, and features["extras"] = [] (a model that used none).
     """
     names = list(names)
-    features = {**data.features, "extras": names}
-    out = Dataset(data.folder, data.labels, features, data.info, **_arrays(data))
+    out = data.replace_arrays()
+    out.features = {**data.features, "extras": names}
     if not names:
         return out
     have = list(data.features.get("extras") or [])
@@ -175,11 +134,6 @@ def with_extras(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:
     columns = data.extras[:, [have.index(n) for n in names]]
     out.unigrams = np.hstack([data.unigrams, columns]).astype(np.float32)
     return out
-
-
-def _arrays(data: Dataset) -> dict:
-    names = ("unigrams", "qname_bytes", "qname_len", "files", "classes", "extras")
-    return {name: getattr(data, name) for name in names}
 
 
 # --------------------------------------------------------------------------- split
@@ -250,15 +204,10 @@ def split_by_file_and_time(
 
 def save_dataset(data: Dataset, folder: str | Path) -> Path:
     """Write a (subset) Dataset as a dataset folder that load_dataset and the scripts accept."""
-    from exfil.files import save_json, save_npy
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ARRAYS:
-        array = getattr(data, name[:-4])
-        if array is not None:
-            save_npy(folder / name, array)
+    write_arrays(folder, {k: v for k, v in data.arrays().items() if v is not None})
     n, malicious = len(data), int(data.labels.sum())
-    save_json(folder / "labels.json", {**data.info, "packets": n, "malicious": malicious})
-    save_json(folder / "features.json", {**data.features, "packets": n})
+    write_meta(folder, "labels.json", {**data.info, "packets": n, "malicious": malicious})
+    write_meta(folder, "features.json", {**data.features, "packets": n})
     return folder

@@ -1,17 +1,19 @@
 """Leave one exfiltration style out: train without it, then measure recall on it.
 
-For each style in the training folder: its files are removed, the networks are trained by their
-own scripts (same defaults, same honest split) on what is left, and the baselines are fitted
-the same way. Recall is measured on that style's packets from the training folder (never
-trained on) and from the test folder; false-positive rates on the test folder's benign
-traffic, per benign class. This is the question a deployed detector faces: a tool it never saw.
+For each style in the training folder: its files are removed, the networks are retrained
+in-process by their recipes with the settings of the checkpoints being evaluated (same honest
+split) on what is left, and the baselines are fitted the same way. Recall is measured on that
+style's packets from the training folder (never trained on) and from the test folder;
+false-positive rates on the test folder's benign traffic, per benign class. This is the
+question a deployed detector faces: a tool it never saw.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,9 @@ from exfil.cli import UserError
 from models.baselines import Baseline
 from models.checkpoint import load_checkpoint, predict_proba
 from models.data import Dataset, save_dataset, split_by_file_and_time, with_extras
-
-ROOT = Path(__file__).resolve().parents[1]
+from models.distributed import Dist
+from models.recipes import RECIPES
+from models.settings import RunConfig, SplitConfig
 
 
 def packet_styles(data: Dataset) -> np.ndarray:
@@ -31,43 +34,33 @@ def packet_styles(data: Dataset) -> np.ndarray:
     return styles[np.where(files >= 0, files, len(styles) - 1)]
 
 
-def _train_network(network: str, folder: Path, seed: int) -> tuple:
-    out = folder / f"{network}.pt"
-    cmd = [
-        sys.executable,
-        str(ROOT / f"train_{network}.py"),
-        "--data",
-        str(folder),
-        "--out",
-        str(out),
-        "--seed",
-        str(seed),
-    ]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"leave-one-out: train_{network}.py on {folder} failed: {last}")
-    return load_checkpoint(out)
+def _train_network(network: str, folder: Path, settings: RunConfig) -> tuple:
+    """Retrain `network` on `folder` with `settings` (its log kept quiet), then load it."""
+    cfg = replace(settings, data=str(folder), out=str(folder / f"{network}.pt"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        meta = RECIPES[network](cfg, Dist())
+    print(f"  {network}: validation F1 {meta['metrics']['f1']}", flush=True)
+    return load_checkpoint(cfg.out)
 
 
-def _scorers(networks, baselines, sub: Dataset, folder: Path, config: dict) -> dict:
+def _scorers(
+    runs: dict, baselines: list, sub: Dataset, folder: Path, split: SplitConfig, config: dict
+) -> dict:
     """name -> (score(data) function, threshold) for every model trained without the style."""
     models = {}
-    for network in networks:
-        model, meta = _train_network(network, folder, config["seed"])
+    for network, settings in runs.items():
+        model, meta = _train_network(network, folder, settings)
 
         def score(d, model=model, meta=meta):
             x = with_extras(d, meta["features"].get("extras") or []).unigrams
             return predict_proba(model, meta, x, d.qname_bytes, d.qname_len)
 
         models[network] = (score, meta["threshold"])
-    train, val = split_by_file_and_time(
-        sub, config["val_files"], config["val_time"], config["seed"]
-    )
+    train, val = split_by_file_and_time(sub, split.val_files, split.val_time, split.seed)
     for name in baselines:
         extras = config.get("extras") or []
-        fitted = Baseline(name, config["forest_trees"], config["seed"])
-        fitted.fit(with_extras(sub, extras), train, val, config)
+        fitted = Baseline(name, config["forest_trees"], split.seed)
+        fitted.fit(with_extras(sub, extras), train, val, split)
         models[name] = (lambda d, f=fitted, e=extras: f.score(with_extras(d, e)), fitted.threshold)
     return models
 
@@ -75,12 +68,17 @@ def _scorers(networks, baselines, sub: Dataset, folder: Path, config: dict) -> d
 def leave_one_out(
     data: Dataset,
     test: Dataset,
-    networks: list[str],
+    runs: dict[str, RunConfig],
     baselines: list[str],
+    split: SplitConfig,
     config: dict,
     work: Path,
 ) -> dict:
-    """{style: {model: {recall, packets, fpr, fpr_per_class}}} for every style in `data`."""
+    """{style: {model: {recall, packets, fpr, fpr_per_class}}} for every style in `data`.
+
+    `runs` maps each network to retrain to its training settings; `config` holds the
+    baselines' `extras` and `forest_trees`.
+    """
     data_styles, test_styles = packet_styles(data), packet_styles(test)
     styles = sorted(set(data_styles) - {""})
     if len(styles) < 2:
@@ -97,7 +95,8 @@ def leave_one_out(
             for d, s in ((data, data_styles), (test, test_styles))
         ]
         results[style] = {}
-        for name, (score, threshold) in _scorers(networks, baselines, sub, folder, config).items():
+        scorers = _scorers(runs, baselines, sub, folder, split, config)
+        for name, (score, threshold) in scorers.items():
             flagged_style = np.concatenate([score(d) >= threshold for d in held if len(d)])
             flagged_benign = score(benign) >= threshold if len(benign) else np.zeros(0, bool)
             per_class = {}

@@ -8,6 +8,7 @@ mirrored decoder, a classifier head on its encoder, a 256-128-64-2 classifier wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -200,6 +201,7 @@ NETWORKS = {
     "clf": (MLPClassifier, MLPConfig),
     "lstm": (QnameLSTM, LSTMConfig),
 }
+Network = Literal["ae_clf", "clf", "lstm"]
 INPUTS = {"ae_clf": "unigrams", "clf": "unigrams", "lstm": "qname"}
 
 

@@ -1,10 +1,13 @@
 """Per-domain alert grouping: registered domains, running sums, rolling window."""
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from exfil import domains
 from exfil.alerts import AlertBook, format_alerts
 from exfil.domains import registered_domain
+from exfil.labels import address_bytes
 
 
 def test_registered_domain_is_public_suffix_aware():
@@ -32,21 +35,23 @@ def test_two_label_shortcut_agrees_with_the_full_rule_walk():
 
 
 def batch(names, malicious, start=0.0, client="10.0.0.66"):
+    """(DnsBatch-like queries from `client`, scores, flags)."""
     n = len(names)
     width = max(len(name) for name in names)
     matrix = np.zeros((n, width), np.uint8)
     for row, name in enumerate(names):
         matrix[row, : len(name)] = np.frombuffer(name.encode(), np.uint8)
     flags = np.asarray(malicious, dtype=bool)
-    return (
-        matrix,
-        np.array([len(name) for name in names], np.int32),
-        np.arange(n, dtype=np.float64) + start,
-        np.where(flags, 0.9, 0.1).astype(np.float32),
-        flags,
-        [name for name, flag in zip(names, flags, strict=True) if flag],
-        [client] * int(flags.sum()),
+    src = np.tile(np.frombuffer(address_bytes(client), np.uint8), (n, 1))
+    packets = SimpleNamespace(
+        qname=matrix,
+        qlen=np.array([len(name) for name in names], np.int32),
+        time=np.arange(n, dtype=np.float64) + start,
+        response=np.zeros(n, bool),
+        src=src,
+        dst=np.zeros_like(src),
     )
+    return packets, np.where(flags, 0.9, 0.1).astype(np.float32), flags
 
 
 def test_alerts_group_flagged_packets_and_estimate_bytes():

@@ -99,3 +99,10 @@ def test_literal_annotations_declare_choices_for_values_and_lists():
     assert configure(ns, ["--rule", "b", "--names", "y", "x"]) == {"rule": "b", "names": ["y", "x"]}
     with pytest.raises(SystemExit):
         configure(ns, ["--names", "z"])
+
+
+def test_second_configure_starts_from_the_scripts_defaults_not_the_last_flags():
+    ns = namespace(EPOCHS=20, PORTS=[53])
+    configure(ns, ["--epochs", "5", "--ports", "5353"])
+    assert configure(ns, []) == {"epochs": 20, "ports": [53]}
+    assert ns["EPOCHS"] == 20 and ns["PORTS"] == [53]

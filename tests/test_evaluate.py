@@ -19,7 +19,7 @@ KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "fpr")
 
 def run_script(name: str, argv: list[str]) -> int:
     """Run a top-level script's main() in this process, as `python name.py argv` would."""
-    module = importlib.reload(importlib.import_module(name))  # constants back to defaults
+    module = importlib.import_module(name)  # flags start from the script's own defaults
     old = sys.argv
     sys.argv = [f"{name}.py", *argv]
     try:
@@ -179,7 +179,7 @@ def test_command_line_error_has_no_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_leave_one_out_trains_without_each_style_and_reports_it(tmp_path):
+def test_leave_one_out_trains_without_each_style_and_reports_it(setup, tmp_path, capsys):
     train = make_dataset(tmp_path / "train", packets=800, seed=21, files=4, styles=2)
     test = make_dataset(tmp_path / "test", packets=500, seed=22, files=2, styles=2)
     out = tmp_path / "results"
@@ -197,10 +197,12 @@ def test_leave_one_out_trains_without_each_style_and_reports_it(tmp_path):
         "clf",
         "--baselines",
         "rule",
-        "--checkpoints",
+        "--checkpoints",  # its settings (3 epochs, batch 64) are what each style retrains with
+        setup[3][1],
         "--no-plots",
     ]
     assert run_script("evaluate", argv) == 0
+    assert capsys.readouterr().out.count("clf: validation F1") == 2  # in-process, once per style
     loo = json.loads((out / "leave_one_out.json").read_text())
     assert set(loo) == {"det", "base32"}
     styles = np.load(test / "classes.npy")

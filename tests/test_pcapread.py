@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.all import DNS, DNSQR, DNSRR, IP, TCP, UDP, CookedLinux, Dot1AD, Dot1Q, Ether, IPv6
 
+from exfil.captures import capture_paths
 from exfil.cli import UserError
-from exfil.pcapread import capture_paths, read_dns
+from exfil.pcapread import read_dns
 
 ETHER = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # no ARP look-ups
 T0 = 1_700_000_000

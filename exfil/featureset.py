@@ -1,0 +1,82 @@
+"""The one recipe from DNS packets to network inputs, shared by ng.py (training) and detect.py.
+
+    settings = FeatureSettings(scope="qname", transform="log1p", qname_len=256)
+    arrays = settings.compute(batch)   # {"unigrams", "qname_bytes", "qname_len", "extras"}
+
+ng.py saves the settings in features.json and every array; a checkpoint stores the settings its
+network was trained on (`features`), and detect.py rebuilds them from there and computes the
+same arrays with the same code, so training and serving cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from exfil.cli import UserError
+from exfil.features import (
+    EXTRA_FEATURES,
+    NAME_FEATURES,
+    SCOPES,
+    TRANSFORMS,
+    Scope,
+    Transform,
+    extras,
+    qname_matrix,
+    unigrams,
+)
+
+UNIGRAM_BINS = 256
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    scope: Scope = "qname"  # bytes counted in the histogram
+    transform: Transform = "log1p"  # count transform
+    qname_len: int = 256  # name bytes kept per packet (LSTM input width)
+    extras: tuple[str, ...] = NAME_FEATURES  # hand-made name features, in column order
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.scope not in SCOPES:
+            problems.append(f"scope {self.scope!r} (known: {', '.join(SCOPES)})")
+        if self.transform not in TRANSFORMS:
+            problems.append(f"transform {self.transform!r} (known: {', '.join(TRANSFORMS)})")
+        if not isinstance(self.qname_len, int) or not 1 <= self.qname_len <= 4096:
+            problems.append(f"qname_len {self.qname_len!r} (1 to 4096)")
+        unknown = [e for e in self.extras if e not in EXTRA_FEATURES]
+        if unknown:
+            problems.append(f"extras {unknown} (known: {', '.join(EXTRA_FEATURES)})")
+        if problems:
+            raise UserError("feature settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> FeatureSettings:
+        """From features.json or a checkpoint's `features` (keys it lacks take the defaults)."""
+        known = {k: meta[k] for k in ("scope", "transform", "qname_len") if meta.get(k) is not None}
+        return cls(**known, extras=tuple(meta.get("extras") or ()))
+
+    def meta(self) -> dict:
+        """The settings as features.json and checkpoints write them."""
+        return {**asdict(self), "extras": list(self.extras), "dim": UNIGRAM_BINS}
+
+    def compute(self, batch, need: tuple[str, ...] = ("unigrams", "qname"), out=None) -> dict:  # noqa: ANN001
+        """The arrays of one DnsBatch: "unigrams" (+ "extras") and/or "qname_bytes", "qname_len".
+
+        `out`, if given, is a float32 (n, 256) buffer the unigrams are written into.
+        """
+        arrays = {}
+        if "unigrams" in need:
+            arrays["unigrams"] = unigrams(batch, self.scope, self.transform, out=out)
+            arrays["extras"] = extras(batch, self.extras)
+        if "qname" in need:
+            arrays["qname_bytes"], arrays["qname_len"] = qname_matrix(batch, self.qname_len)
+        return arrays
+
+
+def unigram_inputs(arrays: dict) -> np.ndarray:
+    """What a unigram network reads: the histogram with the extras as trailing columns."""
+    if arrays["extras"].shape[1] == 0:
+        return arrays["unigrams"]
+    return np.hstack([arrays["unigrams"], arrays["extras"]])
