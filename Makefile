@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   install into .venv, then run the whole pipeline on the embedded default
 #   make test   install into .venv, then run the test suite (what .ci/run calls)
+#   make test-fast   the same without the end-to-end tests marked slow
 # Sizes and seeds below can be overridden: `make demo PACKETS=100000`.
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ TEST_SEED ?= 2
 TRAIN_FILES ?= report.txt photo-cat.png diagram.png customers.csv
 TEST_FILES ?= firmware.bin photo-street.jpg chart.png
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-fast install lint bench clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +46,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -17,7 +17,6 @@ leave-one-out retrains each network with its checkpoint's settings. Writes resul
 null with a note), results/report.md and PNG plots. Bad input: one line, exit code 2.
 """
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from exfil.cli import UserError, configure, format_config, run
+from exfil.dnsparse import qtype_names
 from exfil.features import NAME_FEATURES, Extra
 from exfil.files import save_json, save_text
 from models import anomaly_score, baselines, check_features, load_checkpoint, predict_proba
@@ -180,21 +180,10 @@ def packet_groups(test: Dataset) -> dict:
         groups["style"] = (per_packet, styles, test.files >= 0)
     if test.classes is not None:
         groups["class"] = (test.classes, info.get("classes"), np.ones(len(test), bool))
-    qtypes = read_qtypes(test)
-    if qtypes is not None:
-        values, ids = np.unique(qtypes, return_inverse=True)
+    if test.qtypes is not None:  # ld.py's qtypes.npy, as packets.csv spells them
+        values, ids = np.unique(qtype_names(test.qtypes), return_inverse=True)
         groups["qtype"] = (ids, list(values), test.labels == 1)
     return groups
-
-
-def read_qtypes(test: Dataset) -> np.ndarray | None:
-    path = test.folder / "packets.csv"
-    if not path.is_file():
-        return None
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        qtypes = [row["qtype"] for row in reader] if "qtype" in (reader.fieldnames or []) else []
-    return np.array(qtypes) if len(qtypes) == len(test) else None
 
 
 def compare_time_labels(test: Dataset) -> dict | None:
@@ -256,6 +245,31 @@ def run_leave_one_out(test: Dataset, loaded: list, config: dict, out: Path) -> N
     print(loo_tables(results) + "\n")
 
 
+def write_plots(results: dict, histories: dict, labels: np.ndarray, out: Path) -> list:
+    """Confusion matrices, ROC/PR curves, score histograms, training curves: their paths."""
+    from models import plots as figures
+
+    plots = [figures.confusion_matrices(results, out)]
+    plots += figures.curves(results, labels, out)
+    plots += [figures.score_histograms(results, labels, out)]
+    return plots + [p for p in [figures.training_curves(histories, out)] if p]
+
+
+def print_summary(metrics: dict, context: dict) -> None:
+    """The metrics table, the per-group tables, and how noisy the time labels are."""
+    print(main_table(metrics))
+    for key in ("recall_per_file", "recall_per_style", "flagged_per_class"):
+        table = group_table(metrics, key)
+        if table:
+            print("\n" + table)
+    if context["time_labels"]:
+        noise = context["time_labels"]
+        print(
+            f"\ntime-rule labels agree with exact labels on {noise['agreement']:.4f} of packets "
+            f"({noise['benign_labelled_malicious']} benign labelled malicious)"
+        )
+
+
 def main() -> int:
     config = configure(globals())
     print(format_config(config))
@@ -283,14 +297,7 @@ def main() -> int:
         if one_class
         else [],
     }
-    plots = []
-    if PLOTS:
-        from models import plots as figures
-
-        plots += [figures.confusion_matrices(results, out)]
-        plots += figures.curves(results, test.labels, out)
-        plots += [figures.score_histograms(results, test.labels, out)]
-        plots += [p for p in [figures.training_curves(histories, out)] if p]
+    plots = write_plots(results, histories, test.labels, out) if PLOTS else []
     save_json(out / "metrics.json", metrics)
     save_json(out / "config.json", {**config, "time_labels_comparison": context["time_labels"]})
     if (out / "leave_one_out.json").is_file():
@@ -299,17 +306,7 @@ def main() -> int:
         loo = json.loads((out / "leave_one_out.json").read_text(encoding="utf-8"))
         context["leave_one_out"] = loo_tables(loo) if loo else ""
     save_text(out / "report.md", markdown_report(metrics, context, plots))
-    print(main_table(metrics))
-    for key in ("recall_per_file", "recall_per_style", "flagged_per_class"):
-        table = group_table(metrics, key)
-        if table:
-            print("\n" + table)
-    if context["time_labels"]:
-        noise = context["time_labels"]
-        print(
-            f"\ntime-rule labels agree with exact labels on {noise['agreement']:.4f} of packets "
-            f"({noise['benign_labelled_malicious']} benign labelled malicious)"
-        )
+    print_summary(metrics, context)
     print(
         f"\nwrote {out}/metrics.json, {out}/report.md" + (f" and {len(plots)} plots" * bool(plots))
     )

@@ -126,18 +126,7 @@ def merge(results: list[dict], out: Path, config: dict) -> None:
         files += result["files"]
         styles += [s for s in result["styles"] if s not in styles]
         domains += [d for d in result["domains"] if d not in domains]
-        stats = dict(result["stats"])
-        records, kept = stats.pop("records"), stats.pop("dns_packets")
-        captures.append(
-            {
-                "path": result["path"],
-                "sha256": sha256_file(result["path"]),
-                "records": records,
-                "dns_packets": kept,
-                "malicious": int(result["label"].sum()),
-                "skipped": stats,
-            }
-        )
+        captures.append(capture_summary(result))
     labels = np.concatenate([r["label"] for r in results]).astype(np.int8)
     header = ",".join([*PACKET_COLUMNS, "label"]) + "\n"
     join_text([r["part"] for r in results], out / "packets.csv", header)
@@ -162,6 +151,25 @@ def merge(results: list[dict], out: Path, config: dict) -> None:
         "config": config,
     }
     write_meta(out, "labels.json", summary)
+    report(captures, labels)
+
+
+def capture_summary(result: dict) -> dict:
+    """labels.json's entry of one capture: its digest, counts and skips by reason."""
+    stats = dict(result["stats"])
+    records, kept = stats.pop("records"), stats.pop("dns_packets")
+    return {
+        "path": result["path"],
+        "sha256": sha256_file(result["path"]),
+        "records": records,
+        "dns_packets": kept,
+        "malicious": int(result["label"].sum()),
+        "skipped": stats,
+    }
+
+
+def report(captures: list[dict], labels: np.ndarray) -> None:
+    """One line: records read, packets kept and malicious, skips by reason."""
     skipped: dict[str, int] = {}
     for capture in captures:
         for reason, count in capture["skipped"].items():

@@ -208,14 +208,32 @@ class AlertBook:
             alert.signal_sums += signals[start : start + count].sum(axis=0)
             alert.signal_count += count
 
+    def _count_domains(self, name_bytes: np.ndarray, n: int) -> list[bytes]:
+        """Every packet counted under its registered domain; the names as byte keys."""
+        cache, totals = self._domain_of, self.totals
+        if len(cache) > MAX_CACHED_NAMES:
+            cache.clear()
+        width = name_bytes.shape[1]
+        keys = (
+            np.ascontiguousarray(name_bytes).view(f"S{width}").ravel().tolist()
+            if width
+            else [b""] * n
+        )
+        for key, count in Counter(keys).items():  # benign names repeat: one lookup each
+            domain = cache.get(key)
+            if domain is None:
+                domain = cache[key] = registered_domain(key.decode("latin-1"))
+            totals[domain] = totals.get(domain, 0) + count
+        return keys
+
     def _is_alert(self, alert: DomainAlert) -> bool:
         total = self.totals.get(alert.domain, alert.queries)
         enough_names = len(alert.names) >= self.min_names or alert.names_overflow
         return enough_names and alert.queries >= self.min_share * total
 
-    def update(
+    def update(  # noqa: ANN001 (batch: a DnsBatch or anything with its columns)
         self, batch, scores: np.ndarray, malicious: np.ndarray, unigrams: np.ndarray | None = None
-    ) -> list[str]:  # noqa: ANN001
+    ) -> list[str]:
         """Add one DnsBatch of scored packets; return domains newly alerted.
 
         `unigrams` (optional, qname 1 + ln(count) histograms) let an alert say which bytes its
@@ -227,20 +245,8 @@ class AlertBook:
         flagged_names = strings(format_qname(name_bytes[flagged], name_len[flagged]))
         client = np.where(batch.response[flagged, None], batch.dst[flagged], batch.src[flagged])
         flagged_clients = strings(format_address(client))
+        keys = self._count_domains(name_bytes, len(name_len))
         cache, totals = self._domain_of, self.totals
-        if len(cache) > MAX_CACHED_NAMES:
-            cache.clear()
-        width = name_bytes.shape[1]
-        keys = (
-            np.ascontiguousarray(name_bytes).view(f"S{width}").ravel().tolist()
-            if width
-            else [b""] * len(name_len)
-        )
-        for key, count in Counter(keys).items():  # benign names repeat: one lookup each
-            domain = cache.get(key)
-            if domain is None:
-                domain = cache[key] = registered_domain(key.decode("latin-1"))
-            totals[domain] = totals.get(domain, 0) + count
         if unigrams is not None:
             benign_sum = unigrams.sum(axis=0).astype(np.float64)  # float32 within a batch
             benign_sum -= unigrams[flagged].sum(axis=0)

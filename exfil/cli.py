@@ -152,36 +152,8 @@ def configure(
         allow_abbrev=False,
     )
     for name, default in tunables.items():
-        text = helps.get(name, "")
-        text = f"{text} (default: {default!r})" if text else f"default: {default!r}"
-        text = text.replace("%", "%%")  # argparse %-formats help text
-        kwargs: dict[str, Any] = {"default": default, "help": text, "dest": name}
-        if name in choices:
-            kwargs["choices"] = list(choices[name])
-        if isinstance(default, bool):
-            kwargs["type"] = _parse_bool
-            kwargs["nargs"] = "?"
-            kwargs["const"] = True
-            kwargs["metavar"] = "BOOL"
-        elif isinstance(default, (list, tuple)):
-            kwargs["type"] = _element_type(name, default, namespace)
-            kwargs["nargs"] = "*"
-            if name != positional:
-                kwargs["action"] = _ListAction
-        elif default is not None:
-            kwargs["type"] = type(default)
-        if name == positional:
-            kwargs.pop("dest")
-            parser.add_argument(name.lower(), **kwargs)
-            continue
-        parser.add_argument("--" + name.lower().replace("_", "-"), **kwargs)
-        if isinstance(default, bool):
-            parser.add_argument(
-                "--no-" + name.lower().replace("_", "-"),
-                dest=name,
-                action="store_false",
-                help=argparse.SUPPRESS,
-            )
+        help_text, allowed = helps.get(name, ""), choices.get(name)
+        _add_flag(parser, name, default, help_text, allowed, namespace, name == positional)
     parsed = vars(parser.parse_args(argv))
     parsed.pop("_lists_seen", None)
     if positional:
@@ -194,6 +166,30 @@ def configure(
         namespace[name] = value
         config[name.lower()] = value
     return config
+
+
+def _add_flag(parser, name: str, default: Any, text: str, allowed, namespace, positional: bool):  # noqa: ANN001
+    """One constant as a flag: typed from its default, documented by its comment."""
+    text = f"{text} (default: {default!r})" if text else f"default: {default!r}"
+    kwargs: dict[str, Any] = {"default": default, "help": text.replace("%", "%%"), "dest": name}
+    if allowed is not None:
+        kwargs["choices"] = list(allowed)
+    if isinstance(default, bool):
+        kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="BOOL")
+    elif isinstance(default, (list, tuple)):
+        kwargs.update(type=_element_type(name, default, namespace), nargs="*")
+        if not positional:
+            kwargs["action"] = _ListAction
+    elif default is not None:
+        kwargs["type"] = type(default)
+    if positional:
+        kwargs.pop("dest")
+        parser.add_argument(name.lower(), **kwargs)
+        return
+    flag = name.lower().replace("_", "-")
+    parser.add_argument("--" + flag, **kwargs)
+    if isinstance(default, bool):
+        parser.add_argument("--no-" + flag, dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
 def format_config(config: dict[str, Any]) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import make_dataset
 
 from exfil.cli import run
-from models.synthetic import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "fpr")

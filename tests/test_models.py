@@ -6,14 +6,15 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from synthetic import make_dataset
 
 from exfil.cli import UserError
+from exfil.features import name_histograms
 from models import check_features, load_checkpoint, predict_proba, save_checkpoint
 from models.data import features_key, load_dataset, split_by_file_and_time, with_extras
 from models.inference import score_qnames
 from models.metrics import binary_metrics, choose_threshold, fpr_threshold
 from models.nets import NETWORKS, AEClassifier, AEConfig, QnameLSTM, build, fit_scaling
-from models.synthetic import make_dataset, unigrams
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +123,16 @@ def test_check_features_refuses_other_scope_or_transform():
 # --------------------------------------------------------------------------- data and split
 
 
-def test_unigrams_helper_matches_a_plain_count():
-    name = b"aab.cc"
+def test_dataset_unigrams_are_the_feature_recipe_and_a_plain_count(folder):
+    data = load_dataset(folder)
+    for i in (0, 7, len(data) - 1):  # each row: 1 + ln(count) of its name's bytes, 0 elsewhere
+        name = data.qname_bytes[i, : data.qname_len[i]]
+        counts = np.bincount(name, minlength=256)
+        expected = np.where(counts > 0, 1 + np.log(np.maximum(counts, 1)), 0)
+        np.testing.assert_allclose(data.unigrams[i], expected, rtol=1e-6)
     qb = np.zeros((1, 256), np.uint8)
-    qb[0, :6] = np.frombuffer(name, np.uint8)
-    row = unigrams(qb, np.array([6]))[0]
+    qb[0, :6] = np.frombuffer(b"aab.cc", np.uint8)
+    row = name_histograms(qb, np.array([6]))[0]
     assert row[ord("a")] == pytest.approx(1 + np.log(2)) and row[ord("b")] == 1.0
     assert row[0] == 0 and np.count_nonzero(row) == 4
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import make_dataset
 
 from models import load_checkpoint, predict_proba
 from models.data import load_dataset, with_extras
 from models.distributed import Dist
 from models.metrics import binary_metrics
 from models.nets import AEConfig, AutoEncoder, LSTMConfig, MLPClassifier, MLPConfig, QnameLSTM
-from models.synthetic import make_dataset
 from models.training import TrainConfig, cross_entropy, fit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,7 @@
-"""Tiny dataset folders in the exact ld.py + ng.py format, for tests and benchmarks.
+"""Tiny dataset folders in the exact ld.py + ng.py format (exfil/dataset.py), for tests.
+
+Arrays come from the same feature recipe as ng.py's (exfil/featureset.py) and are written by
+the same writer, so a change of format or recipe reaches these folders too.
 
 Benign packets look up word-like names under popular domains (some long CDN-style hashes so the
 task is not trivial); exfiltration packets are DET-style `<jobid><hex>.<domain>` names, one
@@ -8,12 +11,13 @@ domain per file, each file a contiguous run of packets interleaved with benign t
 from __future__ import annotations
 
 import base64
-import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from exfil.files import save_json, save_npy
+from exfil.dataset import write_arrays, write_meta
+from exfil.featureset import FeatureSettings
 
 QNAME_LEN = 256
 WORDS = [
@@ -64,40 +68,9 @@ SITES = [
 ]
 NAMES = ["blue", "harbor", "green", "river", "stone", "cloud", "north", "light", "swift", "amber"]
 TLDS = ["net", "com", "org", "io"]
-QTYPES = ["A", "TXT", "MX", "CNAME", "NS"]
+QTYPES = [1, 16, 15, 5, 2]  # A, TXT, MX, CNAME, NS
 CLASSES = ["benign/ordinary", "benign/cdn-hash", "exfil/det", "exfil/base32"]
 STYLES = ("det", "base32")  # file f uses STYLES[f % styles]
-
-
-def unigrams(qname_bytes: np.ndarray, qname_len: np.ndarray) -> np.ndarray:
-    """256-bin byte histogram of each name, value 1 + ln(count) where count > 0, else 0."""
-    n = len(qname_len)
-    valid = np.arange(qname_bytes.shape[1]) < qname_len[:, None]  # (N, L)
-    rows = np.broadcast_to(np.arange(n)[:, None], qname_bytes.shape)[valid]
-    counts = np.zeros((n, 256), np.float32)
-    np.add.at(counts, (rows, qname_bytes[valid]), 1.0)
-    return np.where(counts > 0, 1.0 + np.log(np.maximum(counts, 1.0)), 0.0).astype(np.float32)
-
-
-EXTRAS = (
-    "name_len",
-    "labels",
-    "longest_label",
-    "digit_ratio",
-    "upper_ratio",
-    "other_ratio",
-    "entropy",
-)
-
-
-def name_extras(qname_bytes: np.ndarray, qname_len: np.ndarray) -> np.ndarray:
-    """extras.npy as ng.py --extras writes it (EXTRAS, in order), from the same function."""
-    from types import SimpleNamespace
-
-    from exfil.features import extras
-
-    batch = SimpleNamespace(qname=qname_bytes, qlen=qname_len.astype(np.int64))
-    return extras(batch, EXTRAS)
 
 
 def _benign(rng: np.random.Generator) -> tuple[str, int]:
@@ -123,7 +96,6 @@ def make_dataset(
     seed: int = 0,
     files: int = 4,
     exfil_fraction: float = 0.15,
-    scope: str = "qname",
     transform: str = "log1p",
     styles: int = 1,
 ) -> Path:
@@ -167,49 +139,15 @@ def make_dataset(
     for i, name in enumerate(names):
         qname_bytes[i, : len(name)] = np.frombuffer(name.encode(), np.uint8)
     qtypes = rng.choice(QTYPES, size=packets)
-    with open(folder / "packets.csv", "w", newline="", encoding="utf-8") as handle:
-        out = csv.writer(handle)
-        out.writerow(
-            [
-                "capture",
-                "packet",
-                "time",
-                "src",
-                "dst",
-                "sport",
-                "dport",
-                "qname",
-                "qtype",
-                "response",
-                "label",
-            ]
-        )
-        for i in range(packets):
-            out.writerow(
-                [
-                    "synthetic.pcap",
-                    i,
-                    f"{1.7e9 + i * 0.05:.6f}",
-                    "10.0.0.2",
-                    "10.0.0.1",
-                    40000 + i % 1000,
-                    53,
-                    names[i],
-                    qtypes[i],
-                    i % 2,
-                    labels[i],
-                ]
-            )
-    save_npy(folder / "labels.npy", labels)
-    save_npy(folder / "classes.npy", classes)
-    save_npy(folder / "files.npy", file_rows)
-    save_npy(folder / "unigrams.npy", unigrams(qname_bytes, qname_len))
-    save_npy(folder / "qname_bytes.npy", qname_bytes)
-    save_npy(folder / "qname_len.npy", qname_len)
-    save_npy(folder / "extras.npy", name_extras(qname_bytes, qname_len))
+    settings = FeatureSettings("qname", transform, QNAME_LEN)  # ng.py's recipe, every array
+    batch = SimpleNamespace(qname=qname_bytes, qlen=qname_len.astype(np.int64))
+    features = settings.compute(batch)
+    write_arrays(folder, {"labels": labels, "classes": classes, "files": file_rows,
+                          "qtypes": qtypes, **features})  # fmt: skip
     capture = {"path": "synthetic.pcap", "sha256": f"{seed:064x}", "packets": packets}
-    save_json(
-        folder / "labels.json",
+    write_meta(
+        folder,
+        "labels.json",
         {
             "rule": "domain",
             "exfil_domains": [m["domain"] for m in file_meta],
@@ -229,16 +167,6 @@ def make_dataset(
             "styles": list(STYLES[:styles]),
         },
     )
-    save_json(
-        folder / "features.json",
-        {
-            "scope": scope,
-            "transform": transform,
-            "qname_len": QNAME_LEN,
-            "dim": 256,
-            "extras": list(EXTRAS),
-            "packets": packets,
-            "captures": [capture],
-        },
-    )
+    write_meta(folder, "features.json", {**settings.meta(), "packets": packets,
+                                         "captures": [capture]})  # fmt: skip
     return folder
