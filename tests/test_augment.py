@@ -1,6 +1,7 @@
 """Redrawn session constants: the payload of each name stays, its session id and domain change."""
 
 import numpy as np
+from synthetic import make_dataset
 
 from models.augment import (
     benign_domains,
@@ -10,7 +11,6 @@ from models.augment import (
     with_session_copies,
 )
 from models.data import Dataset, load_dataset, split_by_file_and_time
-from models.synthetic import make_dataset
 
 SESSION = [  # one DET-like exfiltration: job id h13pO59, domain billysign.info
     b"h13pO59mbow4s7o3.t2i6hixkm85y9cop.billysign.info",
