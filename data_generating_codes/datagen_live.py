@@ -22,13 +22,15 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
-from data_generating_codes import benign, det
+from data_generating_codes import benign
+from data_generating_codes.datagen_plan import ExfilPlan, SessionSettings, plan_exfiltration
+from data_generating_codes.det import send_file
+from data_generating_codes.det_server import DetServer
 from exfil import dnsmsg
 from exfil.cli import UserError
 from exfil.pcapwrite import CaptureWriter
@@ -152,112 +154,135 @@ def _lookups(model: benign.BenignModel, rng: random.Random, socks: list, resolve
 # a session
 
 
-def live_session(rng: random.Random, out: Path, mode: str, settings: ModuleType) -> dict:
+@dataclass(frozen=True)
+class _Network:
+    """Where everyone sits: addresses, and the namespaces (None: this one) of each side."""
+
+    hosts: list[str]  # benign clients; the first is the attacker
+    servers: list[str]  # one DET server per plan
+    resolver: str
+    client_ns: str | None = None
+    server_ns: str | None = None
+    iface: str = "lo"  # what the sniffer records
+
+
+def live_session(rng: random.Random, out: Path, mode: str, settings: SessionSettings) -> dict:
     """Run the session over real sockets, capture it, and return what the truth needs."""
     check_permission()  # before any work: --mode live/netns capture with an AF_PACKET socket
-    s = settings
-    plans = s.plan_exfiltration(rng, s.exfil_files(), round(s.EXFIL_SHARE * s.PACKETS))
-    if s.HOSTS > MAX_HOSTS or len(plans) > MAX_SERVERS:
+    plans = plan_exfiltration(rng, settings)
+    if settings.hosts > MAX_HOSTS or len(plans) > MAX_SERVERS:
         raise UserError(f"--mode {mode}: at most {MAX_HOSTS} hosts and {MAX_SERVERS} files")
     prefix = "127.0.0" if mode == "live" else "10.99.0"  # loopback, or inside our namespaces
-    hosts = [f"{prefix}.{10 + i}" for i in range(s.HOSTS)]
+    hosts = [f"{prefix}.{10 + i}" for i in range(settings.hosts)]
     servers = [f"{prefix}.{200 + i}" for i in range(len(plans))]
     resolver = f"{prefix}.153"  # not .53: systemd-resolved's stub often holds 127.0.0.53:53
     if mode == "live":
-        return _run(rng, out, s, plans, hosts, servers, resolver, None, None, "lo")
+        return _run(rng, out, settings, plans, _Network(hosts, servers, resolver))
     tag = f"{os.getpid() % 100000}"
     with veth_pair(tag, hosts, [*servers, resolver]) as (client_ns, server_ns, link):
-        return _run(rng, out, s, plans, hosts, servers, resolver, client_ns, server_ns, link)
+        net = _Network(hosts, servers, resolver, client_ns, server_ns, link)
+        return _run(rng, out, settings, plans, net)
 
 
-def _run(rng: random.Random, out: Path, s: ModuleType, plans: list[dict], hosts: list[str],
-         servers: list[str], resolver: str, client_ns: str | None, server_ns: str | None,
-         iface: str) -> dict:  # fmt: skip
-    scale = s.SLEEP_SCALE
-    for plan, address in zip(plans, servers, strict=True):
-        cfg = replace(plan["cfg"], target=address, port=53, reply_timeout=REPLY_WAIT)
-        plan["cfg"] = cfg
-        plan["client_cfg"] = replace(cfg, min_sleep=cfg.min_sleep * scale,
-                                     max_sleep=cfg.max_sleep * scale,
-                                     query_gap=cfg.query_gap * scale)  # fmt: skip
-    exfil_packets = sum(2 * sum(len(m) for m in plan["messages"]) for plan in plans)
-    lookups = max(0, s.PACKETS - exfil_packets) // 2
+def _listen(stack: contextlib.ExitStack, plans: list[ExfilPlan], net: _Network,
+            received: Path) -> tuple[list[DetServer], socket.socket]:  # fmt: skip
+    """The DET servers (one per plan) and the resolver's socket, bound in the server namespace."""
+    try:
+        with inside(net.server_ns):
+            servers = []
+            for number, plan in enumerate(plans):
+                servers.append(DetServer(plan.cfg, received / str(number)))
+                stack.callback(servers[-1].close)
+            resolver_sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            resolver_sock.bind((net.resolver, 53))
+    except OSError as error:
+        raise UserError(
+            f"cannot listen on {prefix_of(net.resolver)}.x:53 ({error.strerror or error}); "
+            "is another live session running?"
+        ) from None
+    return servers, resolver_sock
+
+
+def _clients(stack: contextlib.ExitStack, net: _Network) -> tuple[Sniffer, list[socket.socket]]:
+    """The sniffer and one bound socket per host, in the client namespace."""
+    with inside(net.client_ns):
+        sniffer = stack.enter_context(Sniffer(net.iface, ports=(53,)))
+        socks = []
+        for host in net.hosts:
+            socks.append(stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)))
+            socks[-1].bind((host, 0))
+    return sniffer, socks
+
+
+def _run(rng: random.Random, out: Path, settings: SessionSettings, plans: list[ExfilPlan],
+         net: _Network) -> dict:  # fmt: skip
+    """Servers up, capture on, benign and exfil traffic sent, then what each server rebuilt."""
+    for plan, address in zip(plans, net.servers, strict=True):
+        plan.cfg = replace(plan.cfg, target=address, port=53, reply_timeout=REPLY_WAIT)
     stop, names, rows, keep = threading.Event(), {}, [], []
     with (
         tempfile.TemporaryDirectory(prefix="exfil-received-") as received,
         contextlib.ExitStack() as stack,
     ):
         stack.callback(stop.set)
-        try:
-            with inside(server_ns):
-                det_servers = []
-                for number, plan in enumerate(plans):
-                    det_servers.append(det.DetServer(plan["cfg"], Path(received, str(number))))
-                    stack.callback(det_servers[-1].close)
-                resolver_sock = stack.enter_context(
-                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                )
-                resolver_sock.bind((resolver, 53))
-        except OSError as error:
-            raise UserError(
-                f"cannot listen on {prefix_of(resolver)}.x:53 ({error.strerror or error}); "
-                "is another live session running?"
-            ) from None
-        with inside(client_ns):
-            sniffer = stack.enter_context(Sniffer(iface, ports=(53,)))
-            socks = []
-            for host in hosts:
-                socks.append(stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)))
-                socks[-1].bind((host, 0))
-        ours = {socket.inet_aton(a) for a in (*hosts, *servers, resolver)}
-        writer = stack.enter_context(CaptureWriter(out, nanosecond=s.NANOSECOND))
+        det_servers, resolver_sock = _listen(stack, plans, net, Path(received))
+        sniffer, socks = _clients(stack, net)
+        ours = {socket.inet_aton(a) for a in (*net.hosts, *net.servers, net.resolver)}
+        writer = stack.enter_context(CaptureWriter(out, nanosecond=settings.nanosecond))
         sniffer.start(writer, keep, lambda f: f[26:30] in ours and f[30:34] in ours)
         for server in det_servers:
             server.start()
-        answer_model = benign.BenignModel(random.Random(rng.getrandbits(64)), s.hard_shares())
+        answer_model = benign.BenignModel(random.Random(rng.getrandbits(64)), settings.shares)
         threading.Thread(
             target=_resolver, args=(resolver_sock, answer_model, names, stop), daemon=True
         ).start()
-        client_model = benign.BenignModel(random.Random(rng.getrandbits(64)), s.hard_shares())
-        background_rng = random.Random(rng.getrandbits(64))
-        per_action = lookups // (2 * len(plans) + 2)
-        background = threading.Thread(target=_lookups, daemon=True, args=(
-            client_model, background_rng, socks[1:] or socks, (resolver, 53), names,
-            lookups - per_action * (len(plans) + 1), s.DURATION * scale / 100))  # fmt: skip
-        background.start()
-        attacker_model = benign.BenignModel(random.Random(rng.getrandbits(64)), s.hard_shares())
-        deadline = time.monotonic() + s.LIVE_TIMEOUT
-        for plan in plans:
-            _lookups(attacker_model, rng, socks[:1], (resolver, 53), names, per_action, 0.0, rows)
-            rows.append(("exfil", plan["path"].name, time.time()))
-            result = det.send_file(
-                plan["path"],
-                plan["client_cfg"],
-                rng=random.Random(rng.getrandbits(64)),
-                sock=socks[0],
-            )
-            plan["job_id"] = result.job_id
-            if time.monotonic() > deadline:
-                raise UserError(f"live session ran past --live-timeout {s.LIVE_TIMEOUT} s")
-        _lookups(attacker_model, rng, socks[:1], (resolver, 53), names, per_action, 0.0, rows)
-        background.join(max(0.0, deadline - time.monotonic()))
+        _traffic(rng, settings, plans, socks, (net.resolver, 53), names, rows)
         sniffer.drain(0.3)
         stop.set()
         for plan, server in zip(plans, det_servers, strict=True):
             digests = {hashlib.md5(path.read_bytes()).hexdigest() for path in server.written}
-            plan["received"] = hashlib.md5(plan["data"]).hexdigest() in digests
-    return _truth_from_frames(keep, plans, names, rows, hosts, servers)
+            plan.received = hashlib.md5(plan.data).hexdigest() in digests
+    return _truth_from_frames(keep, plans, names, rows, net.hosts, net.servers)
+
+
+def _traffic(rng: random.Random, settings: SessionSettings, plans: list[ExfilPlan], socks: list,
+             resolver: tuple[str, int], names: dict, rows: list) -> None:  # fmt: skip
+    """Benign lookups in the background while the attacker alternates lookups and files."""
+    scale = settings.sleep_scale
+    exfil_packets = sum(2 * sum(len(m) for m in plan.messages) for plan in plans)
+    lookups = max(0, settings.packets - exfil_packets) // 2
+    client_model = benign.BenignModel(random.Random(rng.getrandbits(64)), settings.shares)
+    background_rng = random.Random(rng.getrandbits(64))
+    per_action = lookups // (2 * len(plans) + 2)
+    background = threading.Thread(target=_lookups, daemon=True, args=(
+        client_model, background_rng, socks[1:] or socks, resolver, names,
+        lookups - per_action * (len(plans) + 1), settings.duration * scale / 100))  # fmt: skip
+    background.start()
+    attacker_model = benign.BenignModel(random.Random(rng.getrandbits(64)), settings.shares)
+    deadline = time.monotonic() + settings.live_timeout
+    for plan in plans:
+        _lookups(attacker_model, rng, socks[:1], resolver, names, per_action, 0.0, rows)
+        rows.append(("exfil", plan.path.name, time.time()))
+        cfg = replace(plan.cfg, min_sleep=plan.cfg.min_sleep * scale,
+                      max_sleep=plan.cfg.max_sleep * scale,
+                      query_gap=plan.cfg.query_gap * scale)  # fmt: skip
+        result = send_file(plan.path, cfg, rng=random.Random(rng.getrandbits(64)), sock=socks[0])
+        plan.job_id = result.job_id
+        if time.monotonic() > deadline:
+            raise UserError(f"live session ran past --live-timeout {settings.live_timeout} s")
+    _lookups(attacker_model, rng, socks[:1], resolver, names, per_action, 0.0, rows)
+    background.join(max(0.0, deadline - time.monotonic()))
 
 
 def prefix_of(address: str) -> str:
     return address.rsplit(".", 1)[0]
 
 
-def _truth_from_frames(keep: list, plans: list[dict], names: dict, rows: list,
+def _truth_from_frames(keep: list, plans: list[ExfilPlan], names: dict, rows: list,
                        hosts: list[str], servers: list[str]) -> dict:  # fmt: skip
     """Classes per captured record, from its query name: exfil domain -> file, else benign class."""
-    classes = [*benign.CLASSES, *dict.fromkeys(f"exfil/{p['style']}" for p in plans)]
-    suffixes = [(b"." + p["cfg"].domain.encode(), p["cfg"].domain.encode()) for p in plans]
+    classes = [*benign.CLASSES, *dict.fromkeys(f"exfil/{p.style}" for p in plans)]
+    suffixes = [(b"." + p.cfg.domain.encode(), p.cfg.domain.encode()) for p in plans]
     cls = np.zeros(len(keep), np.uint8)
     file = np.full(len(keep), -1, np.int32)
     for index, (_, frame) in enumerate(keep):
@@ -270,7 +295,7 @@ def _truth_from_frames(keep: list, plans: list[dict], names: dict, rows: list,
         lower = qname.lower()
         for number, (suffix, bare) in enumerate(suffixes):
             if lower.endswith(suffix) or lower == bare:
-                file[index], cls[index] = number, classes.index(f"exfil/{plans[number]['style']}")
+                file[index], cls[index] = number, classes.index(f"exfil/{plans[number].style}")
                 break
         else:
             cls[index] = classes.index(names.get((qname.decode("latin-1"), qtype), benign.ORDINARY))

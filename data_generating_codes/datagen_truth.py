@@ -1,9 +1,9 @@
 """The generator's ground truth: X.logs.csv and X.truth.json beside a capture X.pcap.
 
 `session` (from script_datagen's offline builder or datagen_live) holds one class index and one
-file index per capture record, record times, the exfiltration plans and the attacker script's
-log rows. Format: the spec's "Generator output"; `decode_record_class` reads the per-record class
-back for ld.py and tests.
+file index per capture record, record times, the exfiltration plans (datagen_plan.ExfilPlan)
+and the attacker script's log rows. Format: the spec's "Generator output"; `decode_record_class`
+reads the per-record class back for ld.py and tests.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def truth_document(out: Path, session: dict, config: dict, mode: str, seed: int)
             continue
         first, last = int(where[0]), int(where[-1])
         files.append({
-            "file": plan["path"].name, "md5": hashlib.md5(plan["data"]).hexdigest(),
-            "bytes": len(plan["data"]), "job_id": plan["job_id"], "style": plan["style"],
-            "domain": plan["cfg"].domain, "first_record": first, "last_record": last,
+            "file": plan.path.name, "md5": hashlib.md5(plan.data).hexdigest(),
+            "bytes": len(plan.data), "job_id": plan.job_id, "style": plan.style,
+            "domain": plan.cfg.domain, "first_record": first, "last_record": last,
             "records": len(where), "start_time": int(ns[first]) / 1e9,
             "end_time": int(ns[last]) / 1e9,
         })  # fmt: skip
-        if "received" in plan:  # live/netns: did det.py's server rebuild the file?
-            files[-1]["received"] = plan["received"]
+        if plan.received is not None:  # live/netns: did det.py's server rebuild the file?
+            files[-1]["received"] = plan.received
     packed = base64.b64encode(zlib.compress(np.asarray(cls, np.uint8).tobytes(), 9)).decode()
     return {
         "format": "exfil-detect-truth/1",

@@ -15,7 +15,7 @@ of `66 - len(domain) - len(jobid)` characters, a shorter name ends a message). W
 encoded length is an exact multiple of the piece size, DET sends no short name and the server glues
 the next message on; we send the bare terminator `<jobid>.<domain>` instead (DET's server decodes it
 as an empty piece, so it stays compatible). Issue 6 styles (encodings, layouts, query types,
-downstream answers, rates) are presets in `det_config.STYLES`, selected with `--style`.
+downstream answers, rates) are presets in `det_styles.STYLES`, selected with `--style`.
 """
 
 from __future__ import annotations
@@ -54,25 +54,10 @@ VERBOSE = False  # log every query and message
 
 # ---------------------------------------------------------------------------
 
-from data_generating_codes.det_codec import (  # noqa: E402,F401  (re-exported API)
-    ENCODINGS,
-    LAYOUTS,
-    answer,
-    build_messages,
-    decrypt_blob,
-    encrypt_blob,
-    new_job_id,
-    piece_capacity,
-    plan_queries,
-    schedule,
-)
-from data_generating_codes.det_config import (  # noqa: E402,F401  (re-exported API)
-    STYLES,
-    DetConfig,
-    load_config,
-    style_config,
-)
-from data_generating_codes.det_server import DetServer, safe_name  # noqa: E402,F401
+from data_generating_codes.det_codec import plan_queries, schedule  # noqa: E402
+from data_generating_codes.det_config import DetConfig, load_config, style_config  # noqa: E402
+from data_generating_codes.det_server import DetServer  # noqa: E402
+from data_generating_codes.det_styles import STYLES  # noqa: E402
 from exfil.cli import UserError, configure, format_config, run  # noqa: E402
 from exfil.dnsmsg import pack_query, qtype_number  # noqa: E402
 

@@ -1,40 +1,35 @@
-"""DET's DNS wire format and our exfiltration styles, as pure functions (no sockets, no clock).
+"""DET's DNS wire format, as pure functions (no sockets, no clock).
 
-The client (`det.send_file`), the server (`det_server.DetServer`) and the offline capture writer
-(`script_datagen.py`) all build and read names here, so the three cannot drift apart.
+The client (`det.send_file`), the server (`det_reassembly.Reassembler`) and the offline capture
+writer (`script_datagen.py`) all build and read names here, so the three cannot drift apart.
 
 A file becomes messages (DESIGN.md section 2), each message becomes text in the style's encoding,
-and the text is cut into query names by the style's layout:
-
-- `single-label` (DET): `<jobid><piece>.<domain>`, 67 characters; a shorter name ends a message.
-- `multi-label` / `short-labels`: the same, `<jobid><piece>` cut into labels of 63 / 16 chars.
-- `counter`: `<jobid><ctr>.<data labels>.<domain>`, ctr = 4 base36 digits of 2*seq + last; the
-  sequence number lets the server reorder, the last bit ends a message.
-- `depth`: as `counter`, but each query carries 1-4 data labels of random length (varying depth).
-
+and the text is cut into query names by the style's layout (both described in `det_styles`).
 DET hex-encodes each chunk inside its message and the message again (hex of hex); the other
 encodings carry the raw chunk bytes once, as real tunnels do.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import math
 import random
 import string
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from data_generating_codes.det_config import DetConfig
+from data_generating_codes.det_styles import (
+    BASE36,
+    COUNTER_DIGITS,
+    ENCODINGS,
+    JOB_ID_LEN,
+    LAYOUTS,
+    Layout,
+    piece_capacity,
+)
 from exfil.cli import UserError
-
-if TYPE_CHECKING:
-    from data_generating_codes.det_config import DetConfig
 from exfil.dnsmsg import (
     QTYPE,
     RCODE,
@@ -50,110 +45,7 @@ from exfil.dnsmsg import (
 )
 
 JOB_ID_ALPHABET = string.ascii_letters + string.digits
-JOB_ID_LEN = 7
-COUNTER_DIGITS = 4  # base36 digits of 2*seq + last in the counter layouts
 TTL = 60
-
-# ---------------------------------------------------------------------------
-# encodings: bytes <-> text in the alphabet DNS labels carry
-
-_B36 = string.digits + string.ascii_lowercase
-_B128 = string.ascii_letters + string.digits + "".join(map(chr, range(0xBC, 0xFE)))  # iodine's
-
-
-def _int_encode(data: bytes, alphabet: str) -> str:
-    """Big-endian base-N digits of 0x01 + data (the sentinel keeps leading zero bytes)."""
-    number, base, digits = int.from_bytes(b"\x01" + data, "big"), len(alphabet), []
-    while number:
-        number, digit = divmod(number, base)
-        digits.append(alphabet[digit])
-    return "".join(reversed(digits))
-
-
-def _int_decode(text: str, alphabet: str) -> bytes:
-    index, base, number = {c: i for i, c in enumerate(alphabet)}, len(alphabet), 0
-    for char in text:
-        number = number * base + index[char]
-    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
-    if raw[:1] != b"\x01":
-        raise ValueError("missing sentinel byte")
-    return raw[1:]
-
-
-def _b32_decode(text: str) -> bytes:
-    return base64.b32decode(text.upper() + "=" * (-len(text) % 8))
-
-
-def _b64_decode(text: str, altchars: bytes) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars, validate=True)
-
-
-@dataclass(frozen=True)
-class Encoding:
-    alphabet: str
-    encode: Callable[[bytes], str]
-    decode: Callable[[str], bytes]  # ValueError/KeyError on text that is not an encoding
-    case_insensitive: bool  # resolvers may change case: the server lower-cases before decoding
-
-
-ENCODINGS: dict[str, Encoding] = {
-    "hex": Encoding("0123456789abcdef", bytes.hex, bytes.fromhex, True),
-    "base32": Encoding(
-        "abcdefghijklmnopqrstuvwxyz234567",
-        lambda b: base64.b32encode(b).decode().rstrip("=").lower(),
-        _b32_decode,
-        True,
-    ),
-    "base36": Encoding(_B36, lambda b: _int_encode(b, _B36), lambda t: _int_decode(t, _B36), True),
-    "base64": Encoding(
-        string.ascii_letters + string.digits + "+/",
-        lambda b: base64.b64encode(b).decode().rstrip("="),
-        lambda t: _b64_decode(t, b"+/"),
-        False,
-    ),
-    "base64url": Encoding(
-        string.ascii_letters + string.digits + "-_",
-        lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="),
-        lambda t: _b64_decode(t, b"-_"),
-        False,
-    ),
-    "base128": Encoding(
-        _B128, lambda b: _int_encode(b, _B128), lambda t: _int_decode(t, _B128), False
-    ),
-}
-
-# ---------------------------------------------------------------------------
-# layouts: how text becomes query names
-
-
-@dataclass(frozen=True)
-class Layout:
-    label: int  # longest label
-    name: int  # longest name, presentation form without the final dot
-    counter: bool = False  # session label <jobid><ctr> first, data labels after it
-    max_labels: int = 4  # data labels per query (DET single-label: exactly one)
-    varying: bool = False  # random label count and lengths per query
-
-
-LAYOUTS: dict[str, Layout] = {
-    "single-label": Layout(63, 67, max_labels=1),
-    "multi-label": Layout(63, 253),
-    "short-labels": Layout(16, 100, max_labels=8),
-    "counter": Layout(50, 160, counter=True),
-    "depth": Layout(40, 200, counter=True, varying=True),
-}
-
-
-def piece_capacity(layout: Layout, domain: str) -> int:
-    """Data characters in a full query name (the piece size; DET: 66 - len(domain) - 7)."""
-    fixed = len(domain) + 1 + (JOB_ID_LEN + COUNTER_DIGITS + 1 if layout.counter else 0)
-    best = 0
-    for size in range(1, layout.name + 1):
-        text = size if layout.counter else JOB_ID_LEN + size  # what gets cut into labels
-        labels = math.ceil(text / layout.label)
-        if labels <= layout.max_labels and fixed + text + labels - 1 <= layout.name:
-            best = size
-    return best
 
 
 def _labels(text: str, size: int) -> str:
@@ -215,7 +107,7 @@ def _counter(value: int) -> str:
     digits = []
     for _ in range(COUNTER_DIGITS):
         value, digit = divmod(value, 36)
-        digits.append(_B36[digit])
+        digits.append(BASE36[digit])
     if value:
         raise UserError("file too large for the counter layout")
     return "".join(reversed(digits))

@@ -1,4 +1,4 @@
-"""A DET channel's settings: the JSON config both ends share, and the named exfiltration styles.
+"""A DET channel's settings: the JSON config both ends share, and a `--style` preset applied on it.
 
 The client and the server read the same file (DET's design): the server needs the domain, the
 passphrase and the layout to know where a message ends and how to decode it.
@@ -13,11 +13,9 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_generating_codes.det_codec import ENCODINGS, LAYOUTS, piece_capacity
+from data_generating_codes.det_styles import ENCODINGS, LAYOUTS, RESPONSES, STYLES, piece_capacity
 from exfil.cli import UserError
 from exfil.dnsmsg import qtype_number
-
-RESPONSES = ("nxdomain", "a", "txt", "cname", "null", "mx")
 
 
 def _known_qtype(name: str) -> bool:
@@ -135,27 +133,6 @@ def load_config(path: str | Path) -> DetConfig:
         return DetConfig(**values)
     except (TypeError, AttributeError) as error:  # wrong JSON types
         raise UserError(f"DET config {path}: {error}") from None
-
-
-STYLES: dict[str, dict] = {
-    "det": {},
-    "det-multilabel": {"layout": "multi-label"},
-    "det-qtypes": {"qtypes": ["MX", "NS", "A", "TXT", "CNAME", "PTR"]},  # the 2018 repo's draw
-    "base32-txt": {"encoding": "base32", "layout": "multi-label", "qtypes": ["TXT"],
-                   "response": "txt"},
-    "base36-short": {"encoding": "base36", "layout": "short-labels", "qtypes": ["A", "AAAA"],
-                     "response": "a"},
-    "base64-cname": {"encoding": "base64", "layout": "counter", "qtypes": ["CNAME"],
-                     "response": "cname"},
-    "base64url-mx": {"encoding": "base64url", "layout": "depth", "qtypes": ["MX"],
-                     "response": "mx"},
-    "base128-null": {"encoding": "base128", "layout": "multi-label", "qtypes": ["NULL"],
-                     "response": "null"},
-    "det-slow": {"min_sleep": 120.0, "max_sleep": 600.0, "query_gap": 90.0,
-                 "job_timeout": 3600.0},
-    "base32-burst": {"encoding": "base32", "layout": "counter", "qtypes": ["A", "AAAA"],
-                     "min_sleep": 0.0, "max_sleep": 0.0, "query_gap": 0.003},
-}  # fmt: skip
 
 
 def style_config(style: str, base: DetConfig) -> DetConfig:

@@ -16,13 +16,10 @@ UDP on loopback and captures them; `netns` does the same between two network nam
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import random
 import sys
 import time
-import zlib
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +35,7 @@ START_TIME = 1767225600.0  # epoch of the session start (offline)
 NANOSECOND = False  # pcap/pcapng with nanosecond timestamps
 # exfiltration
 EXFIL_SHARE = 0.10  # target share of malicious packets (0.05-0.20)
-STYLES = ["all"]  # exfil styles to draw from (det.STYLES names; all = every one but det-slow)
+STYLES = ["all"]  # exfil styles to draw from (det_styles.STYLES; all = every one but det-slow)
 FILES = ["*"]  # names or globs under EXFIL_DIR to exfiltrate
 EXFIL_DIR = "data_generating_codes/ExfiltrationData"  # folder of files to exfiltrate
 PASSPHRASE = "exfil-detect"  # DET AES passphrase
@@ -62,14 +59,21 @@ LIVE_TIMEOUT = 120.0  # live/netns: give up after this many seconds
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from data_generating_codes import benign, det  # noqa: E402
+from data_generating_codes import benign  # noqa: E402
+from data_generating_codes.datagen_plan import (  # noqa: E402
+    ExfilPlan,
+    SessionSettings,
+    expand_styles,
+    place_in_time,
+    plan_exfiltration,
+)
 from data_generating_codes.datagen_truth import write_sidecars  # noqa: E402
+from data_generating_codes.det_codec import answer  # noqa: E402
+from data_generating_codes.det_styles import STYLES as STYLE_NAMES  # noqa: E402
 from exfil.cli import UserError, configure, format_config, run  # noqa: E402
 from exfil.dnsmsg import pack_query, qtype_number  # noqa: E402
 from exfil.pcapwrite import ipv4_to_int, write_udp_capture  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-_TLDS = ("com", "net", "org", "io", "co", "info", "xyz", "cloud", "online", "site", "app")
 _RESOLVER = "10.0.0.1"
 _EXFIL_SHARE_BOUNDS = (0.05, 0.20)
 _PROGRESS_FROM = 500_000  # packets from which offline mode shows a progress bar (on a terminal)
@@ -87,96 +91,14 @@ def hard_shares() -> dict[str, float]:
     }
 
 
-def exfil_files() -> list[Path]:
-    """Files picked by FILES under EXFIL_DIR (README excluded); a pattern matching none: error."""
-    folder = Path(EXFIL_DIR)
-    folder = folder if folder.is_absolute() or folder.exists() else ROOT / folder
-    if not folder.is_dir():
-        raise UserError(f"no such folder: {EXFIL_DIR}")
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    listed = [name for name in names if not name.upper().startswith("README")]
-    chosen: list[str] = []
-    for pattern in FILES:
-        matched = fnmatch.filter(listed, pattern) or fnmatch.filter(names, pattern)
-        if not matched:
-            raise UserError(f"no file matches {pattern!r} in {folder}")
-        chosen += [name for name in matched if name not in chosen]
-    return [folder / name for name in chosen]
-
-
-def chosen_styles() -> list[str]:
-    """STYLES with "all" expanded; det-slow only when named (it stretches a session to hours)."""
-    every = [style for style in det.STYLES if style != "det-slow"]
-    return list(
-        dict.fromkeys(s for style in STYLES for s in (every if style == "all" else [style]))
-    )
-
-
-def attacker_domain(rng: random.Random, taken: set[str]) -> str:
-    """A plausible attacker domain, <word><word>.<tld> or <word>-<word>.<tld>, new to this run."""
-    while True:
-        first, second = rng.choice(benign.WORDS), rng.choice(benign.WORDS)
-        name = f"{first}{rng.choice(('', '-'))}{second}.{rng.choice(_TLDS)}"
-        if name not in taken and name not in benign.DOMAIN_SET and len(name) <= 24:
-            taken.add(name)
-            return name
-
-
-# ---------------------------------------------------------------------------
-# the exfiltration plan
-
-
-def plan_exfiltration(rng: random.Random, paths: list[Path], budget: int) -> list[dict]:
-    """Choose (file, style, domain) triples whose packets fit the budget, and plan their queries.
-
-    Each file is tried with the styles in a seed-drawn order; the first plan that fits is kept.
-    """
-    base = det.DetConfig(domain="example.net", passphrase=PASSPHRASE)
-    order = list(paths)
-    rng.shuffle(order)
-    styles, taken, plans, used = chosen_styles(), set(), [], 0
-    rng.shuffle(styles)
-    contents = {path: path.read_bytes() for path in order}
-    packed = {path: len(zlib.compress(data)) + 32 for path, data in contents.items()}
-    per_byte: dict[str, float] = {}  # queries per compressed byte, learned per style
-    added = True
-    while added and used < 0.9 * budget:  # files are sent again (new job, new domain) if needed
-        added = False
-        for path in order:
-            data = contents[path]
-            for offset in range(len(styles)):
-                style = styles[(len(plans) + offset) % len(styles)]
-                if 2 * per_byte.get(style, 0) * packed[path] > 1.2 * (budget - used):
-                    continue  # planning is slow (AES, base-N): skip what cannot fit
-                cfg = det.style_config(style, replace(base, domain=attacker_domain(rng, taken)))
-                job_id, messages = det.plan_queries(data, path.name, cfg, rng)
-                queries = sum(len(m) for m in messages)
-                per_byte[style] = min(per_byte.get(style, 1e9), queries / packed[path])
-                if used + 2 * queries <= budget:
-                    times = det.schedule(messages, cfg, rng)
-                    plans.append(dict(path=path, data=data, cfg=cfg, job_id=job_id,
-                                      messages=messages, times=times, style=style))  # fmt: skip
-                    used, added = used + 2 * queries, True
-                    break
-            if used >= 0.9 * budget:
-                break
-    if not plans:
-        raise UserError(f"no file in {FILES} fits {budget} exfiltration packets: raise --packets")
-    return plans
-
-
-def place_in_time(rng: random.Random, plans: list[dict]) -> float:
-    """Give each exfiltration a start time, one after the other; return the session length."""
-    lengths = [p["times"][-1][-1] + 1.0 for p in plans]
-    total = max(DURATION, sum(lengths) / 0.6)
-    cuts = sorted(rng.uniform(0, total - sum(lengths)) for _ in plans)
-    elapsed = 0.0
-    for plan, cut, length in zip(plans, cuts, lengths, strict=True):
-        plan["start"] = round(
-            cut + elapsed, 6
-        )  # whole µs: its logs.csv row equals its first packet
-        elapsed += length
-    return total
+def session_settings() -> SessionSettings:
+    """The constants, as parsed from the flags, frozen for the session builders."""
+    return SessionSettings(
+        packets=PACKETS, duration=DURATION, start_time=START_TIME, exfil_share=EXFIL_SHARE,
+        styles=expand_styles(STYLES), files=tuple(FILES), exfil_dir=EXFIL_DIR,
+        passphrase=PASSPHRASE, hosts=HOSTS, shares=hard_shares(), nanosecond=NANOSECOND,
+        sleep_scale=SLEEP_SCALE, live_timeout=LIVE_TIMEOUT,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -204,17 +126,17 @@ def latency(rng: random.Random, cached: bool) -> float:
     return min(math.exp(rng.gauss(-3.2, 0.7)), 2.0)  # lognormal, median 40 ms
 
 
-def add_exfiltration(rng: random.Random, packets: Packets, plans: list[dict], classes: list[str],
-                     attacker: int, resolver: int) -> None:  # fmt: skip
+def add_exfiltration(rng: random.Random, packets: Packets, plans: list[ExfilPlan],
+                     classes: list[str], attacker: int, resolver: int) -> None:  # fmt: skip
     """Every planned query from the attacker, and the DET server's answer via the resolver."""
     for index, plan in enumerate(plans):
-        cfg, cls = plan["cfg"], classes.index(f"exfil/{plan['style']}")
-        for message, offsets in zip(plan["messages"], plan["times"], strict=True):
+        cfg, cls = plan.cfg, classes.index(f"exfil/{plan.style}")
+        for message, offsets in zip(plan.messages, plan.times, strict=True):
             for (qname, qtype), offset in zip(message, offsets, strict=True):
-                when, sport = plan["start"] + offset, 32768 + int(rng.random() * 28232)
+                when, sport = plan.start + offset, 32768 + int(rng.random() * 28232)
                 query = pack_query(rng.getrandbits(16), qname, qtype_number(qtype))
                 packets.add((when, attacker, resolver, sport, 53, query, cls, index))
-                reply = det.answer(query, cfg)
+                reply = answer(query, cfg)
                 if reply is not None:  # a resolver relays it without the AA bit
                     reply = reply[:2] + bytes([reply[2] & ~0x04]) + reply[3:]
                     wait = latency(rng, False)
@@ -222,9 +144,10 @@ def add_exfiltration(rng: random.Random, packets: Packets, plans: list[dict], cl
 
 
 def add_benign(rng: random.Random, packets: Packets, count: int, length: float,
-               classes: list[str], resolver: int) -> list[tuple[float, int, str]]:  # fmt: skip
+               classes: list[str], resolver: int,
+               settings: SessionSettings) -> list[tuple[float, int, str]]:  # fmt: skip
     """`count` benign packets from all hosts; returns (time, host, first name) per session."""
-    model = benign.BenignModel(rng, hard_shares())
+    model = benign.BenignModel(rng, settings.shares)
     sessions, lookups = [], 0
     while 2 * lookups < count:
         sessions.append(model.session())
@@ -236,7 +159,7 @@ def add_benign(rng: random.Random, packets: Packets, count: int, length: float,
     for number, (start, session) in enumerate(zip(starts, sessions, strict=True)):
         if number % 1024 == 0:
             progress.update(count - budget - progress.n)
-        host = int(rng.random() * HOSTS)
+        host = int(rng.random() * settings.hosts)
         started.append((start, host, session[0][1]))
         for cls, qname, qtype, offset in session:
             if budget <= 0:
@@ -258,28 +181,29 @@ def add_benign(rng: random.Random, packets: Packets, count: int, length: float,
     return started
 
 
-def offline_session(rng: random.Random) -> dict:
+def offline_session(rng: random.Random, settings: SessionSettings) -> dict:
     """Build the whole capture in memory: arrays in time order, truth, and logs rows."""
-    plans = plan_exfiltration(rng, exfil_files(), round(EXFIL_SHARE * PACKETS))
-    length = place_in_time(rng, plans)
-    hosts = [f"10.0.0.{number}" for number in rng.sample(range(10, 250), HOSTS)]
-    attacker, resolver = 0, HOSTS  # host indices; index HOSTS is the resolver
-    classes = [*benign.CLASSES, *dict.fromkeys(f"exfil/{p['style']}" for p in plans)]
-    packets = Packets()
+    plans = plan_exfiltration(rng, settings)
+    length = place_in_time(rng, plans, settings.duration)
+    hosts = [f"10.0.0.{number}" for number in rng.sample(range(10, 250), settings.hosts)]
+    attacker, resolver = 0, settings.hosts  # host indices; index `hosts` is the resolver
+    classes = [*benign.CLASSES, *dict.fromkeys(f"exfil/{p.style}" for p in plans)]
+    packets, total = Packets(), settings.packets
     add_exfiltration(rng, packets, plans, classes, attacker, resolver)
-    if len(packets.rows) >= PACKETS:
+    if len(packets.rows) >= total:
         raise UserError(f"exfiltration alone needs {len(packets.rows)} packets: raise --packets")
-    started = add_benign(rng, packets, PACKETS - len(packets.rows), length, classes, resolver)
-    columns = packets.columns()
-    start_ns = round(START_TIME * 1e9)
+    count = total - len(packets.rows)
+    started = add_benign(rng, packets, count, length, classes, resolver, settings)
+    columns, start_time = packets.columns(), settings.start_time
+    start_ns = round(start_time * 1e9)
     ns = start_ns + np.round(np.asarray(columns["time"]) * 1e9).astype(np.int64)
     order = np.argsort(ns, kind="stable")
     address = ipv4_to_int([*hosts, _RESOLVER])
     seconds, owner = np.asarray(columns["time"]), np.asarray(columns["file"])
-    windows = [(p["start"], seconds[owner == i].max()) for i, p in enumerate(plans)]
-    rows = [("exfil", p["path"].name, START_TIME + p["start"]) for p in plans]
+    windows = [(p.start, seconds[owner == i].max()) for i, p in enumerate(plans)]
+    rows = [("exfil", p.path.name, start_time + p.start) for p in plans]
     rows += [
-        ("benign", name, START_TIME + when)
+        ("benign", name, start_time + when)
         for when, host, name in started
         if host == attacker and not any(a <= when <= b for a, b in windows)
     ]
@@ -306,7 +230,7 @@ def offline_session(rng: random.Random) -> dict:
 
 def main() -> int:
     config = configure(
-        globals(), choices={"MODE": ["offline", "live", "netns"], "STYLES": ["all", *det.STYLES]}
+        globals(), choices={"MODE": ["offline", "live", "netns"], "STYLES": ["all", *STYLE_NAMES]}
     )
     print(format_config(config), flush=True)
     if not 10 <= PACKETS <= 50_000_000:
@@ -314,7 +238,8 @@ def main() -> int:
     if not _EXFIL_SHARE_BOUNDS[0] <= EXFIL_SHARE <= _EXFIL_SHARE_BOUNDS[1]:
         low, high = _EXFIL_SHARE_BOUNDS
         raise UserError(f"--exfil-share {EXFIL_SHARE}: need {low} to {high}")
-    shares = hard_shares()
+    settings = session_settings()
+    shares = settings.shares
     if min(shares.values()) < 0 or sum(shares.values()) >= 1:
         raise UserError(
             f"--share-* values must be >= 0 and sum below 1 (got {sum(shares.values()):g})"
@@ -325,7 +250,7 @@ def main() -> int:
     began, cpu_began = time.perf_counter(), time.process_time()
     rng = random.Random(SEED)
     if MODE == "offline":
-        session = offline_session(rng)
+        session = offline_session(rng, settings)
         write_udp_capture(
             out,
             session["ns"],
@@ -340,7 +265,7 @@ def main() -> int:
     else:
         from data_generating_codes import datagen_live
 
-        session = datagen_live.live_session(rng, out, MODE, sys.modules[__name__])
+        session = datagen_live.live_session(rng, out, MODE, settings)
     truth = write_sidecars(out, session, config, MODE, SEED)
     seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     share = truth["malicious_records"] / max(truth["records"], 1)

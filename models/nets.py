@@ -69,12 +69,18 @@ def fit_scaling(model: nn.Module, x: torch.Tensor) -> None:
 
 
 @dataclass
-class AEConfig:
+class UnigramInput:
+    """What the two unigram networks share: input width, its extras, output classes."""
+
     dim: int = 256  # input width: unigram bins + extras
+    extras: int = 0  # trailing extra-feature columns of the input (standardised)
+    classes: int = 2
+
+
+@dataclass
+class AEConfig(UnigramInput):
     hidden: int = 128  # first encoder layer (sigmoid)
     code: int = 64  # bottleneck
-    classes: int = 2
-    extras: int = 0  # trailing extra-feature columns of the input (standardised)
 
 
 class AutoEncoder(nn.Module):
@@ -122,11 +128,8 @@ class AEClassifier(nn.Module):
 
 
 @dataclass
-class MLPConfig:
-    dim: int = 256  # input width: unigram bins + extras
+class MLPConfig(UnigramInput):
     hidden: tuple[int, ...] = (128, 64)
-    classes: int = 2
-    extras: int = 0  # trailing extra-feature columns of the input (standardised)
 
 
 class MLPClassifier(nn.Module):

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from scapy.utils import RawPcapReader
 
-from data_generating_codes import benign, det
+from data_generating_codes import benign
 from data_generating_codes.datagen_truth import decode_record_class
+from data_generating_codes.det_styles import STYLES
 from exfil.dnsmsg import parse_message, qtype_name, qtype_number
 from exfil.dnsmsg import read_name as parse_name
 from exfil.sniff import udp_payload
@@ -124,7 +125,7 @@ def test_truth_matches_capture(demo):
             entry["first_record"], entry["last_record"], entry["records"])  # fmt: skip
         assert all(names[i][0].startswith(entry["job_id"].encode()) for i in inside)
         assert {labels[i] for i in inside} == {f"exfil/{entry['style']}"}
-        assert entry["style"] in det.STYLES and entry["style"] in truth["styles"]
+        assert entry["style"] in STYLES and entry["style"] in truth["styles"]
     assert set(truth["classes"]) >= set(benign.CLASSES)
 
 

