@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from exfil.alerts import AlertBook, format_alerts
+from exfil.allowlist import Allowlist
 from exfil.captures import checked_capture_paths, map_captures
 from exfil.cli import UserError, configure, format_config, run
 from exfil.dataset import join_text
@@ -50,6 +51,10 @@ OUT = "scores.csv"  # per-packet scores
 ALERTS = ""  # alerts JSON (default: alerts.json beside OUT)
 MIN_NAMES = 5  # distinct flagged names a registered domain needs before it is alerted
 MIN_SHARE = 0.2  # ... and the share of all its packets its flagged ones must make up
+ALLOWLIST: list[str] = []  # allowlist files: flagged names under an entry are never alerted
+DEFAULT_ALLOWLIST = (
+    True  # also the shipped list (DNSBLs, AV look-ups...); off: --no-default-allowlist
+)
 # live traffic
 IFACE = ""  # sniff this interface instead of reading captures (root or CAP_NET_RAW)
 CAPTURE_PORTS: list[int] = [53]  # capture filter: UDP/TCP ports carrying DNS (files too)
@@ -74,6 +79,7 @@ class Job:
     threshold: float
     min_names: int
     min_share: float
+    allowlist: Allowlist
     ports: tuple[int, ...]
     chunk: int
     batch_size: int
@@ -128,7 +134,7 @@ def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
     """
     torch.set_num_threads(1)
     model, meta = load_checkpoint(job.model)
-    book = AlertBook(job.min_names, job.min_share)
+    book = AlertBook(job.min_names, job.min_share, allowlist=job.allowlist.fresh())
     stats: dict = {}
     part = part_dir / f"{os.getpid()}-{uuid.uuid4().hex}.csv"  # a/x.pcap and b/x.pcap differ
     with open(part, "wb") as sink:
@@ -137,7 +143,7 @@ def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
     return {"path": str(path), "part": str(part), "stats": stats, "flagged": flagged, "book": book}
 
 
-def detect_files(job: Job, alerts_path: Path, config: dict) -> list[dict]:
+def detect_files(job: Job, alerts_path: Path, config: dict) -> AlertBook:
     paths = checked_capture_paths(CAPTURES)
     out = Path(OUT)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +156,7 @@ def detect_files(job: Job, alerts_path: Path, config: dict) -> list[dict]:
     book = results[0]["book"]
     for result in results[1:]:
         book.merge(result["book"])
-    alerts = book.alerts()
-    save_alerts(alerts_path, alerts, job, config)
+    save_alerts(alerts_path, book, job, config)
     packets = sum(r["stats"].get("dns_packets", 0) for r in results)
     seconds = time.perf_counter() - started
     for result in results:
@@ -165,7 +170,7 @@ def detect_files(job: Job, alerts_path: Path, config: dict) -> list[dict]:
         f"scored {packets} DNS packets in {seconds:.2f} s "
         f"({packets / max(seconds, 1e-9):,.0f} packets/s) -> {out}"
     )
-    return alerts
+    return book
 
 
 # -----------------------------------------------------------------------------
@@ -181,11 +186,11 @@ def pcap_bytes(frames: list[tuple[float, bytes]]) -> bytes:
     return b"".join(out)
 
 
-def detect_live(job: Job, alerts_path: Path, config: dict) -> list[dict]:
+def detect_live(job: Job, alerts_path: Path, config: dict) -> AlertBook:
     from exfil.sniff import Sniffer
 
     model, meta = load_checkpoint(job.model)
-    book = AlertBook(job.min_names, job.min_share, LIVE_WINDOW)
+    book = AlertBook(job.min_names, job.min_share, LIVE_WINDOW, job.allowlist.fresh())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     arrived: list[tuple[float, bytes]] = []
@@ -219,15 +224,14 @@ def detect_live(job: Job, alerts_path: Path, config: dict) -> list[dict]:
             except KeyboardInterrupt:
                 print("stopping", file=sys.stderr)
             sniffer.stop()
-    alerts = book.alerts()
-    save_alerts(alerts_path, alerts, job, config)
-    return alerts
+    save_alerts(alerts_path, book, job, config)
+    return book
 
 
-def save_alerts(path: Path, alerts: list[dict], job: Job, config: dict) -> None:
-    """alerts.json: the alerts, the model and threshold behind them, and the run's settings."""
-    save_json(path, {"threshold": job.threshold, "model": job.model, "alerts": alerts,
-                     "config": config})  # fmt: skip
+def save_alerts(path: Path, book: AlertBook, job: Job, config: dict) -> None:
+    """alerts.json: alerts, what the allowlist suppressed, model, threshold, the settings."""
+    save_json(path, {"threshold": job.threshold, "model": job.model, "alerts": book.alerts(),
+                     "suppressed": book.allowlist.report(), "config": config})  # fmt: skip
 
 
 # -----------------------------------------------------------------------------
@@ -243,10 +247,16 @@ def main() -> int:
     threshold = THRESHOLD if THRESHOLD >= 0 else float(meta.get("threshold", 0.5))
     print(f"model {MODEL}: {meta['network']}, threshold {threshold:.4f}")
     alerts_path = Path(ALERTS) if ALERTS else Path(OUT).with_name("alerts.json")
-    job = Job(MODEL, threshold, MIN_NAMES, MIN_SHARE, tuple(CAPTURE_PORTS), CHUNK, BATCH_SIZE)
+    allowlist = Allowlist.load(ALLOWLIST, DEFAULT_ALLOWLIST)
+    job = Job(MODEL, threshold, MIN_NAMES, MIN_SHARE, allowlist, tuple(CAPTURE_PORTS), CHUNK,
+              BATCH_SIZE)  # fmt: skip
     detect = detect_live if IFACE else detect_files
-    alerts = detect(job, alerts_path, config)
+    book = detect(job, alerts_path, config)
+    alerts = book.alerts()
     print(format_alerts(alerts))
+    for row in book.allowlist.report():
+        print(f"suppressed by the allowlist: {row['domain']} ({row['reason']}): "
+              f"{row['queries']} flagged queries, {row['unique_names']} names")  # fmt: skip
     print(f"alerts: {len(alerts)} domain(s) -> {alerts_path}")
     return 1 if alerts else 0
 

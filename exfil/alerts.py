@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from exfil.allowlist import Allowlist
 from exfil.domains import registered_domain
 from exfil.features import extras
 from exfil.numtext import format_address
@@ -177,12 +178,18 @@ class AlertBook:
     many distinct names (each carries new data), while a benign random-looking name is usually
     looked up a few times over (A, AAAA, retries); and one odd name under a busy CDN domain is
     noise, a domain whose traffic is mostly flagged is a channel. `update` returns the domains that
-    became alerts in this batch, so live mode can print them at once.
+    became alerts in this batch, so live mode can print them at once. Flagged packets under an
+    `allowlist` entry are tallied there instead (reported as suppressed), never alerted.
     """
 
     def __init__(
-        self, min_names: int = 5, min_share: float = 0.2, window_seconds: float | None = None
+        self,
+        min_names: int = 5,
+        min_share: float = 0.2,
+        window_seconds: float | None = None,
+        allowlist: Allowlist | None = None,
     ) -> None:
+        self.allowlist = allowlist or Allowlist()
         self.min_names = min_names
         self.min_share = min_share
         self.window_seconds = window_seconds
@@ -243,6 +250,9 @@ class AlertBook:
         name_bytes, name_len, times = batch.qname, batch.qlen, batch.time
         flagged = np.flatnonzero(malicious)
         flagged_names = strings(format_qname(name_bytes[flagged], name_len[flagged]))
+        if flagged_names and self.allowlist.entries:  # scored, tallied, never alerted
+            kept = np.flatnonzero(~np.asarray(self.allowlist.keep_out(flagged_names), bool))
+            flagged, flagged_names = flagged[kept], [flagged_names[k] for k in kept.tolist()]
         client = np.where(batch.response[flagged, None], batch.dst[flagged], batch.src[flagged])
         flagged_clients = strings(format_address(client))
         keys = self._count_domains(name_bytes, len(name_len))
@@ -285,6 +295,7 @@ class AlertBook:
 
     def merge(self, other: AlertBook) -> None:
         """Fold in another book (one per capture when captures are scored in parallel)."""
+        self.allowlist.merge(other.allowlist)
         for domain, alert in other.domains.items():
             if domain in self.domains:
                 self.domains[domain].merge(alert)

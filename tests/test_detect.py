@@ -18,6 +18,7 @@ COLUMNS = ["capture", "packet", "time", "src", "dst", "qname", "qtype", "respons
 
 
 def detect(pipeline, network, out_dir, *extra):
+    out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{network}-scores.csv"
     model = pipeline["checkpoints"][network]
     capture = pipeline["work"] / "test.pcap"
@@ -33,6 +34,8 @@ def test_every_exfil_domain_alerted_and_no_benign_one(pipeline, network, tmp_pat
     truth = json.loads((pipeline["work"] / "test.truth.json").read_text())
     alerted = {alert["domain"] for alert in alerts["alerts"]}
     assert alerted == set(truth["exfil_domains"])
+    suppressed = {row["domain"] for row in alerts["suppressed"]}  # the default allowlist's
+    assert not any(s == d or s.endswith("." + d) for s in suppressed for d in alerted)
     for alert in alerts["alerts"]:
         assert alert["queries"] >= 5 and len(alert["examples"]) == 3 and alert["why"]
         assert alert["estimated_bytes_exfiltrated"] > 0
@@ -53,6 +56,21 @@ def test_scores_csv_matches_ld_numbering_and_round_trips(pipeline, tmp_path):
     # the detector agrees with the exact labels far better than chance
     labels = np.load(pipeline["work"] / "test" / "labels.npy")
     assert (scores["malicious"].to_numpy() == labels).mean() > 0.97
+
+
+@pytest.mark.slow
+def test_allowlisted_exfil_domain_is_scored_and_suppressed_not_alerted(pipeline, tmp_path):
+    truth = json.loads((pipeline["work"] / "test.truth.json").read_text())
+    domain = truth["exfil_domains"][0]
+    listed = tmp_path / "allow.txt"
+    listed.write_text(f"# our own test\n*.{domain.upper()}  # pretend it is ours\n")
+    plain, plain_out, _ = detect(pipeline, "clf", tmp_path / "plain", "--no-default-allowlist")
+    done, out, alerts = detect(pipeline, "clf", tmp_path, "--allowlist", listed)
+    assert domain not in {alert["domain"] for alert in alerts["alerts"]}
+    row = next(r for r in alerts["suppressed"] if r["domain"] == domain)
+    assert row["reason"] == "pretend it is ours" and row["queries"] >= 5
+    assert f"suppressed by the allowlist: {domain}" in done.stdout
+    assert out.read_bytes() == plain_out.read_bytes()  # scores.csv unchanged
 
 
 @pytest.mark.slow
