@@ -44,11 +44,12 @@ demo: install
 	@sed -n '/^| model /,/^$$/p' results/report.md
 	@echo "report: results/report.md   plots: results/*.png   alerts: results/alerts.json"
 
+# two workers: one builds the trained pipeline and runs what needs it, the other the rest
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -21,9 +21,20 @@ def run_script(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
+def pytest_collection_modifyitems(items) -> None:  # noqa: ANN001
+    """With `-n 2 --dist loadgroup` (make test): one worker builds the pipeline and runs what
+    needs it, the other runs the rest; tests that sniff loopback stay on one worker together."""
+    sniffing = ("test_datagen.py", "test_pcapwrite_sniff.py", "test_det.py")
+    for item in items:
+        if "pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("pipeline"))
+        elif item.path.name in sniffing:
+            item.add_marker(pytest.mark.xdist_group("loopback"))
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> dict:
-    """The whole chain on small data, once per test session: captures, datasets, 3 checkpoints.
+    """The whole chain once per test session: captures, datasets, 3 checkpoints, few epochs.
 
     The training and the test capture come from different seeds and exfiltrate different files,
     as in `make demo`.
@@ -39,8 +50,10 @@ def pipeline(tmp_path_factory) -> dict:
         run_script("ld.py", capture, "--out", work / name)
         run_script("ng.py", capture, "--out", work / name)
     checkpoints = {}
+    few_epochs = {"clf": [], "ae_clf": [], "lstm": ["--epochs", "3"]}  # the LSTM's costly ones
     for network in ("clf", "ae_clf", "lstm"):
         checkpoints[network] = work / f"{network}.pt"
         run_script(f"train_{network}.py", "--data", work / "train", "--out",
-                   checkpoints[network], env={**os.environ, "PYTHONHASHSEED": "0"})  # fmt: skip
+                   checkpoints[network], *few_epochs[network],
+                   env={**os.environ, "PYTHONHASHSEED": "0"})  # fmt: skip
     return {"work": work, "checkpoints": checkpoints}
