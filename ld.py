@@ -24,7 +24,7 @@ import numpy as np
 from exfil import labels as lab
 from exfil.captures import checked_capture_paths, map_captures, with_progress
 from exfil.cli import UserError, configure, format_config, run
-from exfil.dataset import join_text, write_arrays, write_meta
+from exfil.dataset import begin, join_text, write_arrays, write_meta
 from exfil.files import sha256_file
 from exfil.numtext import format_flag
 from exfil.packets import PACKET_COLUMNS, csv_block, packet_fields
@@ -188,8 +188,7 @@ def main() -> None:
         raise UserError("--out DIR is required")
     print(format_config(config))
     paths = checked_capture_paths(CAPTURES)
-    out = Path(OUT)
-    out.mkdir(parents=True, exist_ok=True)
+    out = begin(Path(OUT), "labels.json")  # written again last: only a complete run has it
     rule = lab.LabelRule(RULE, tuple(EXFIL_DOMAIN), tuple(ATTACKER_HOSTS), LOGS)
     job = Job(rule, tuple(PORTS), CHUNK, out)
     try:

@@ -24,7 +24,7 @@ import numpy as np
 from exfil import features as feat
 from exfil.captures import checked_capture_paths, map_captures, with_progress
 from exfil.cli import UserError, configure, format_config, run
-from exfil.dataset import NpyStream, join_npy, write_arrays, write_meta
+from exfil.dataset import NpyStream, begin, join_npy, write_arrays, write_meta
 from exfil.featureset import UNIGRAM_BINS, FeatureSettings
 from exfil.files import sha256_file
 from exfil.pcapread import read_dns
@@ -91,8 +91,7 @@ def main() -> None:
     settings = FeatureSettings(SCOPE, TRANSFORM, QNAME_LEN, tuple(EXTRAS))
     print(format_config(config))
     paths = checked_capture_paths(CAPTURES)
-    out = Path(OUT)
-    out.mkdir(parents=True, exist_ok=True)
+    out = begin(Path(OUT), "features.json")  # written again last: only a complete run has it
     job = Job(settings, tuple(PORTS), CHUNK, out)
     try:
         results = map_captures(partial(featurize_capture, job=job), paths, WORKERS)

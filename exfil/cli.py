@@ -25,11 +25,13 @@ import ast
 import json
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 BANNER = "# ---"  # a line starting so opens and closes a script's constants block
+VERBOSE_FLAG = "--verbose"  # every script takes it: tracebacks of internal errors shown
 
 
 class UserError(Exception):
@@ -151,11 +153,15 @@ def configure(
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
+    if "VERBOSE" not in tunables:  # a script's own VERBOSE constant is this flag too
+        parser.add_argument(VERBOSE_FLAG, action="store_true", dest="_verbose",
+                            help="print more, and the traceback of an internal error")  # fmt: skip
     for name, default in tunables.items():
         help_text, allowed = helps.get(name, ""), choices.get(name)
         _add_flag(parser, name, default, help_text, allowed, namespace, name == positional)
     parsed = vars(parser.parse_args(argv))
     parsed.pop("_lists_seen", None)
+    parsed.pop("_verbose", None)
     if positional:
         parsed[positional] = parsed.pop(positional.lower())
     config = {}
@@ -198,19 +204,44 @@ def format_config(config: dict[str, Any]) -> str:
     return "\n".join(f"  {key:<{width}} = {json.dumps(value)}" for key, value in config.items())
 
 
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
 def run(main: Callable[[], int | None]) -> None:
-    """Call `main`, turning user errors into one line on stderr and exit code 2."""
+    """Call `main`; every failure becomes one line on stderr and exit code 2, never a traceback.
+
+    A `UserError` or an OS error (missing file, no permission, disk full, read-only folder) says
+    what and where; anything else is a bug: one line asking to report it, exit 2 as well (so a
+    crash never reads as a result code such as detect.py's 1 = alerts), and the traceback
+    with `--verbose`. Ctrl-C exits with 130, as shells expect.
+    """
     prog = Path(sys.argv[0]).name
+    verbose = VERBOSE_FLAG in sys.argv[1:]
     try:
         code = main()
     except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         sys.exit(2)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        sys.stderr.close()
+        sys.exit(0)
+    except OSError as error:
         where = f": {error.filename}" if getattr(error, "filename", None) else ""
-        print(f"{prog}: error: {error.strerror or error}{where}", file=sys.stderr)
+        print(f"{prog}: error: {error.strerror or _one_line(error)}{where}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as error:  # noqa: BLE001 (the last resort: a bug, reported in one line)
+        if verbose:
+            traceback.print_exc()
+        hint = "" if verbose else "; rerun with --verbose for the traceback"
+        print(
+            f"{prog}: internal error: {type(error).__name__}: {_one_line(error)} "
+            f"(please report it{hint})",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     sys.exit(code or 0)

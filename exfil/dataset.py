@@ -14,6 +14,10 @@ in capture order.
     labels.json / features.json: settings, captures (with SHA-256), counts, FORMAT
 
 Writers stream rows into hidden part files (one per capture and process) and join them here.
+Each writer's JSON is its manifest: `begin` removes the old one before any array is written,
+and `write_meta` writes the new one after the last, so a folder whose labels.json and
+features.json are both there (and name the same captures) is complete, whatever was
+interrupted (Ctrl-C, a full disk) in between.
 """
 
 from __future__ import annotations
@@ -85,6 +89,15 @@ def capture_digests(meta: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def begin(folder: Path, manifest: str) -> Path:
+    """Before writing: the folder is writable, and its old `manifest` is gone (see above)."""
+    from exfil.files import writable_folder
+
+    folder = writable_folder(folder, "dataset")
+    (folder / manifest).unlink(missing_ok=True)
+    return folder
 
 
 def write_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -30,6 +30,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def writable_folder(folder: str | os.PathLike, what: str = "outputs") -> Path:
+    """`folder`, checked now (created if needed), so that work which would end in a failed
+    write fails before it starts: read-only, not a folder, no permission."""
+    from exfil.cli import UserError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{folder}: cannot write the {what} there ({error.strerror})") from None
+    return folder
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """np.save, atomically (and without np.save appending a second `.npy`)."""
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:

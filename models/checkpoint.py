@@ -18,11 +18,17 @@ import torch
 from torch import nn
 
 from exfil.cli import UserError
+from exfil.featureset import FeatureSettings
 from exfil.files import atomic_path
 from models.inference import reconstruction_errors, score_qnames, score_unigrams
 from models.nets import INPUTS, NETWORKS, build
 
 FORMAT = "exfil-detect-checkpoint/1"
+SIZE_ARGS = {  # model_args that size tensors: (least, most); outside is damage, not a model
+    "dim": (1, 4096), "extras": (0, 256), "classes": (2, 16), "hidden": (1, 65536),
+    "code": (1, 65536), "vocab": (1, 256), "embed": (1, 4096), "layers": (1, 8),
+    "qname_len": (1, 4096), "max_len": (1, 4096),
+}  # fmt: skip
 
 
 def flush_denormals(model: nn.Module) -> None:
@@ -52,6 +58,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found (run the training script first)")
+    _check_archive(path)
     try:
         with warnings.catch_warnings():  # junk bytes trigger torch warnings before the error
             warnings.simplefilter("ignore")
@@ -71,14 +78,59 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     network = meta.get("network") if isinstance(meta, dict) else None
     if network not in NETWORKS:
         raise UserError(f"{path}: unknown network {network!r} (expected one of {list(NETWORKS)})")
+    _check_meta(path, meta)
     try:
         model = build(network, meta.get("model_args", {}))
         model.load_state_dict(blob["state_dict"])
         flush_denormals(model)  # checkpoints written before this was done at save time
-    except (TypeError, RuntimeError) as error:
+    except (TypeError, RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0]
         raise UserError(f"{path}: weights do not fit the {network} network ({first})") from None
+    bad = [
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise UserError(f"{path}: weights are not finite (NaN or inf) in {bad[0]}")
     return model.to(device).eval(), meta
+
+
+def _check_archive(path: Path) -> None:
+    """torch.load does not check the zip CRCs: damaged bytes would load as garbage weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError):
+        raise UserError(f"{path}: not a readable checkpoint (corrupt or truncated?)") from None
+    if damaged is not None:
+        raise UserError(f"{path}: checkpoint damaged (checksum of {damaged} does not match)")
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """Every value the scripts read from a checkpoint has the right type and a sane size."""
+    threshold = meta.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise UserError(f"{path}: threshold {threshold!r} is not a number")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise UserError(f"{path}: threshold {threshold!r} is not a probability in [0, 1]")
+    anomaly = meta.get("anomaly_threshold", 0.0)
+    if isinstance(anomaly, bool) or not isinstance(anomaly, (int, float)) or not anomaly >= 0:
+        raise UserError(f"{path}: anomaly_threshold {anomaly!r} is not a number >= 0")
+    if not isinstance(meta.get("features"), dict):
+        raise UserError(f"{path}: no feature settings (`features`); retrain with this version")
+    try:
+        FeatureSettings.from_meta(meta["features"])
+    except (UserError, TypeError, ValueError) as error:
+        raise UserError(f"{path}: {error}") from None
+    args = meta.get("model_args", {})
+    if not isinstance(args, dict):
+        raise UserError(f"{path}: model_args is not a mapping")
+    for key, value in args.items():
+        sizes = value if isinstance(value, list) else [value]
+        low, high = SIZE_ARGS.get(key, (None, None))
+        if low is not None and not all(
+            isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in sizes
+        ):
+            raise UserError(f"{path}: model_args {key} = {value!r} (whole numbers {low} to {high})")
 
 
 def check_features(meta: dict, features_json: dict | str | Path) -> None:

@@ -91,8 +91,9 @@ def load_dataset(
                 f"{folder}: {name} has {len(arrays[name])} rows but labels.npy has {n} "
                 "(folder mixes outputs of different runs: rerun ld.py and ng.py)"
             )
-    if features.get("packets", n) != n:
-        raise UserError(f"{folder}: features.json says {features['packets']} packets, labels {n}")
+    for name, meta in (("labels.json", info), ("features.json", features)):
+        if meta.get("packets", n) != n:
+            raise UserError(f"{folder}: {name} says {meta['packets']} packets, labels.npy {n}")
     if "unigrams" in arrays and arrays["unigrams"].shape[1:] != (features.get("dim", 256),):
         raise UserError(f"{folder}/unigrams.npy: shape {arrays['unigrams'].shape}")
     if not np.isin(labels, (0, 1)).all():

@@ -106,7 +106,8 @@ def test_load_checkpoint_rejects_bad_files(tmp_path):
     torch.save({"state_dict": {}, "meta": {"network": "gpt"}}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="unknown network"):
         load_checkpoint(tmp_path / "other.pt")
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "meta": {"network": "clf"}}, tmp_path / "w.pt")
+    meta = {"network": "clf", "threshold": 0.5, "features": {"scope": "qname"}}
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "meta": meta}, tmp_path / "w.pt")
     with pytest.raises(UserError, match="do not fit"):
         load_checkpoint(tmp_path / "w.pt")
 
@@ -231,7 +232,8 @@ def test_extras_are_standardised_inside_the_net_and_survive_a_checkpoint(tmp_pat
     assert torch.allclose(scaled.mean(0), torch.zeros(2), atol=1e-4)
     assert torch.allclose(scaled.std(0), torch.ones(2), atol=1e-3)
     assert torch.equal(model.scale(x)[:, :256], x[:, :256])  # unigrams untouched
-    meta = {"network": "clf", "model_args": {"dim": 258, "extras": 2}, "threshold": 0.5}
+    meta = {"network": "clf", "model_args": {"dim": 258, "extras": 2}, "threshold": 0.5,
+            "features": {"scope": "qname", "extras": ["name_len", "entropy"]}}  # fmt: skip
     save_checkpoint(tmp_path / "x.pt", model, meta)
     loaded, _ = load_checkpoint(tmp_path / "x.pt")
     assert np.array_equal(
