@@ -34,7 +34,7 @@ from exfil.cli import UserError, configure, format_config, run
 from exfil.dataset import join_text
 from exfil.features import unigrams
 from exfil.featureset import FeatureSettings, unigram_inputs
-from exfil.files import atomic_path, save_json
+from exfil.files import atomic_path, save_json, writable_folder
 from exfil.numtext import format_fixed6, format_flag
 from exfil.packets import csv_block, packet_fields
 from exfil.pcapread import read_dns
@@ -146,7 +146,6 @@ def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
 def detect_files(job: Job, alerts_path: Path, config: dict) -> AlertBook:
     paths = checked_capture_paths(CAPTURES)
     out = Path(OUT)
-    out.parent.mkdir(parents=True, exist_ok=True)
     workers = min(WORKERS or os.cpu_count() or 1, len(paths))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".detect-") as part_dir:
@@ -156,7 +155,7 @@ def detect_files(job: Job, alerts_path: Path, config: dict) -> AlertBook:
     book = results[0]["book"]
     for result in results[1:]:
         book.merge(result["book"])
-    save_alerts(alerts_path, book, job, config)
+    save_alerts(alerts_path, book, job, config, out)
     packets = sum(r["stats"].get("dns_packets", 0) for r in results)
     seconds = time.perf_counter() - started
     for result in results:
@@ -224,14 +223,20 @@ def detect_live(job: Job, alerts_path: Path, config: dict) -> AlertBook:
             except KeyboardInterrupt:
                 print("stopping", file=sys.stderr)
             sniffer.stop()
-    save_alerts(alerts_path, book, job, config)
+    save_alerts(alerts_path, book, job, config, Path(OUT))
     return book
 
 
-def save_alerts(path: Path, book: AlertBook, job: Job, config: dict) -> None:
-    """alerts.json: alerts, what the allowlist suppressed, model, threshold, the settings."""
-    save_json(path, {"threshold": job.threshold, "model": job.model, "alerts": book.alerts(),
-                     "suppressed": book.allowlist.report(), "config": config})  # fmt: skip
+def save_alerts(path: Path, book: AlertBook, job: Job, config: dict, scores: Path) -> None:
+    """alerts.json (alerts, what the allowlist suppressed, model, threshold, the settings),
+    written after `scores`: the two are a set, so if this fails the scores go too."""
+    report = {"threshold": job.threshold, "model": job.model, "alerts": book.alerts(),
+              "suppressed": book.allowlist.report(), "config": config}  # fmt: skip
+    try:
+        save_json(path, report)
+    except BaseException:
+        scores.unlink(missing_ok=True)
+        raise
 
 
 # -----------------------------------------------------------------------------
@@ -247,6 +252,9 @@ def main() -> int:
     threshold = THRESHOLD if THRESHOLD >= 0 else float(meta.get("threshold", 0.5))
     print(f"model {MODEL}: {meta['network']}, threshold {threshold:.4f}")
     alerts_path = Path(ALERTS) if ALERTS else Path(OUT).with_name("alerts.json")
+    for folder in {Path(OUT).parent, alerts_path.parent}:  # before any work, not after it
+        writable_folder(folder, "scores and alerts", create=False)
+    alerts_path.unlink(missing_ok=True)  # an alerts.json is only ever this run's, complete
     allowlist = Allowlist.load(ALLOWLIST, DEFAULT_ALLOWLIST)
     job = Job(MODEL, threshold, MIN_NAMES, MIN_SHARE, allowlist, tuple(CAPTURE_PORTS), CHUNK,
               BATCH_SIZE)  # fmt: skip

@@ -14,7 +14,8 @@ needs them: ng.py --extras). Baselines (logistic regression and random forest on
 and threshold rule, read from the checkpoints' settings (the project's defaults without any);
 leave-one-out retrains each network with its checkpoint's settings. Writes results/metrics.json
 (model -> accuracy, precision, recall, f1, roc_auc, pr_auc, fpr, ...; undefined values are
-null with a note), results/report.md and PNG plots. Bad input: one line, exit code 2.
+null with a note), results/report.md and PNG plots; metrics.json is written last (an old one
+is removed first), so it is there only when the whole set is. Bad input: one line, exit code 2.
 """
 
 import json
@@ -26,7 +27,7 @@ import numpy as np
 from exfil.cli import UserError, configure, format_config, run
 from exfil.dnsparse import qtype_names
 from exfil.features import NAME_FEATURES, Extra
-from exfil.files import save_json, save_text
+from exfil.files import save_json, save_text, writable_folder
 from models import anomaly_score, baselines, check_features, load_checkpoint, predict_proba
 from models.baselines import BaselineName
 from models.data import Dataset, features_key, load_dataset, split_by_file_and_time, with_extras
@@ -274,7 +275,8 @@ def main() -> int:
     config = configure(globals())
     print(format_config(config))
     test = load_dataset(TEST, need=("unigrams", "qname"), min_classes=1)
-    out = Path(OUT)
+    out = writable_folder(OUT, "results")
+    (out / "metrics.json").unlink(missing_ok=True)  # written last: there only when complete
     loaded = load_networks(test)
     if LEAVE_ONE_OUT:
         run_leave_one_out(test, loaded, config, out)
@@ -298,7 +300,6 @@ def main() -> int:
         else [],
     }
     plots = write_plots(results, histories, test.labels, out) if PLOTS else []
-    save_json(out / "metrics.json", metrics)
     save_json(out / "config.json", {**config, "time_labels_comparison": context["time_labels"]})
     if (out / "leave_one_out.json").is_file():
         from models.loo import loo_tables
@@ -306,6 +307,7 @@ def main() -> int:
         loo = json.loads((out / "leave_one_out.json").read_text(encoding="utf-8"))
         context["leave_one_out"] = loo_tables(loo) if loo else ""
     save_text(out / "report.md", markdown_report(metrics, context, plots))
+    save_json(out / "metrics.json", metrics)
     print_summary(metrics, context)
     print(
         f"\nwrote {out}/metrics.json, {out}/report.md" + (f" and {len(plots)} plots" * bool(plots))

@@ -30,12 +30,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def writable_folder(folder: str | os.PathLike, what: str = "outputs") -> Path:
-    """`folder`, checked now (created if needed), so that work which would end in a failed
-    write fails before it starts: read-only, not a folder, no permission."""
+def writable_folder(folder: str | os.PathLike, what: str = "outputs", create: bool = True) -> Path:
+    """`folder`, checked now (created if `create`), so that work which would end in a failed
+    write fails before it starts: read-only, not a folder, no permission, no such folder."""
     from exfil.cli import UserError
 
     folder = Path(folder)
+    if not create and not folder.is_dir():
+        raise UserError(f"{folder}: no such folder for the {what} (create it first)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-probe-{os.getpid()}"

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from exfil.cli import format_config
+from exfil.files import writable_folder
 from models.augment import with_session_copies
 from models.distributed import Dist, print0, setup, teardown
 from models.inference import reconstruction_errors
@@ -44,6 +46,7 @@ Recipe = Callable[[RunConfig, Dist], dict]
 
 def launch(recipe: Recipe, cfg: RunConfig, script: str) -> dict:
     """Device and torchrun setup, the resolved settings printed once, the run, teardown."""
+    writable_folder(Path(cfg.out).parent, "checkpoint")  # now, not after the training
     dist = setup(cfg.device, cfg.threads)
     print0(dist, f"{script} on {dist.device} x{dist.world_size}")
     print0(dist, format_config(asdict(cfg)))
