@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from exfil.alerts import AlertBook, format_alerts
+from exfil.alert_formats import format_alerts
+from exfil.alerts import AlertBook
 from exfil.allowlist import Allowlist
 from exfil.captures import checked_capture_paths, map_captures
 from exfil.cli import UserError, configure, format_config, run
@@ -35,6 +36,7 @@ from exfil.dataset import join_text
 from exfil.features import unigrams
 from exfil.featureset import FeatureSettings, unigram_inputs
 from exfil.files import atomic_path, save_json, writable_folder
+from exfil.memory import Releaser
 from exfil.numtext import format_fixed6, format_flag
 from exfil.packets import csv_block, packet_fields
 from exfil.pcapread import read_dns
@@ -96,8 +98,9 @@ def network_inputs(batch, meta: dict) -> dict:  # noqa: ANN001
 
 def score_batches(batches, name: str, model, meta: dict, job: Job, sink, book) -> int:  # noqa: ANN001
     """Score DnsBatches, write their CSV rows to `sink`, feed alerts; return flagged count."""
-    flagged = 0
+    flagged, memory = 0, Releaser()
     for batch in batches:
+        memory.after(batch)  # hands back the pages of earlier chunks: memory stays flat
         if not len(batch):
             continue
         inputs = network_inputs(batch, meta)

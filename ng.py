@@ -27,6 +27,7 @@ from exfil.cli import UserError, configure, format_config, run
 from exfil.dataset import NpyStream, begin, join_npy, write_arrays, write_meta
 from exfil.featureset import UNIGRAM_BINS, FeatureSettings
 from exfil.files import sha256_file
+from exfil.memory import Releaser
 from exfil.pcapread import read_dns
 
 # -----------------------------------------------------------------------------
@@ -69,7 +70,9 @@ def featurize_capture(path: Path, job: Job) -> dict:
     lengths = []
     buffer = np.zeros((0, UNIGRAM_BINS), dtype=np.float32)  # reused: fresh pages cost more
     try:
+        memory = Releaser()
         for batch in with_progress(read_dns(path, job.ports, job.chunk, stats), path):
+            memory.after(batch)  # pages of earlier chunks handed back
             if len(buffer) < len(batch):
                 buffer = np.zeros((len(batch), UNIGRAM_BINS), dtype=np.float32)
             arrays = job.features.compute(batch, out=buffer[: len(batch)])

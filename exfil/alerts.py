@@ -9,6 +9,7 @@ domains, not packets, and a rolling window forgets domains not seen for a while 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from exfil.packets import format_qname, strings
 
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
-MAX_CACHED_NAMES = 200_000  # name bytes -> registered domain cache, cleared when full
+MAX_CACHED_NAMES = 50_000  # name bytes -> registered domain cache, cleared when full
 SIGNAL_SAMPLE = 100  # flagged packets per domain whose name signals are averaged
 MAX_DOMAIN_TOTALS = 1_000_000  # domains whose packets are counted; beyond it, unflagged ones go
 EXAMPLES = 3
@@ -35,6 +36,11 @@ _ENCODINGS = (  # (characters an encoding may use, bits each character carries),
     (frozenset("abcdefghijklmnopqrstuvwxyz0123456789"), math.log2(36)),
     (frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=-_"), 6.0),
 )
+
+
+def name_digest(name: str) -> int:
+    """A stable 64-bit digest of a name (the same in every process, unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
 def _alphabet_bits(alphabet: set[str]) -> float:
@@ -75,7 +81,7 @@ class DomainAlert:
     name_bytes: int = 0
     data_chars: int = 0
     score_sum: float = 0.0
-    names: set[str] = field(default_factory=set)
+    names: set[int] = field(default_factory=set)  # 64-bit digests: a third of the memory of str
     names_overflow: bool = False
     clients: set[str] = field(default_factory=set)
     examples: list[str] = field(default_factory=list)
@@ -93,9 +99,11 @@ class DomainAlert:
         self.first_seen = min(self.first_seen, float(times.min()))
         self.last_seen = max(self.last_seen, float(times.max()))
         self.score_sum += float(scores.sum(dtype=np.float64))
-        new = [name for name in dict.fromkeys(names) if name not in self.names]
+        digests = {name_digest(name): name for name in names}
+        fresh = [d for d in digests if d not in self.names]
+        new = [digests[d] for d in fresh]
         room = max(MAX_TRACKED_NAMES - len(self.names), 0)
-        self.names.update(new[:room])
+        self.names.update(fresh[:room])
         self.names_overflow |= len(new) > room
         cut = len(self.domain) + 1
         payloads = [name[:-cut].replace(".", "") for name in new if len(name) > cut]
@@ -327,18 +335,3 @@ class AlertBook:
     def summary(self, domain: str) -> dict:
         mean = self._benign_sum / self._benign_count if self._benign_count else None
         return self.domains[domain].summary(mean, self.totals.get(domain))
-
-
-def format_alerts(alerts: list[dict]) -> str:
-    """A fixed-width table for the terminal."""
-    if not alerts:
-        return "no alerts"
-    header = f"{'domain':<32} {'queries':>8} {'names':>7} {'~bytes out':>10} {'score':>6}  clients"
-    lines = [header, "-" * len(header)]
-    for alert in alerts:
-        clients = ",".join(alert["clients"][:3]) + ("..." if len(alert["clients"]) > 3 else "")
-        lines.append(
-            f"{alert['domain'][:32]:<32} {alert['queries']:>8} {alert['unique_names']:>7} "
-            f"{alert['estimated_bytes_exfiltrated']:>10} {alert['mean_score']:>6.3f}  {clients}"
-        )
-    return "\n".join(lines)

@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from exfil import domains
-from exfil.alerts import AlertBook, format_alerts
+from exfil.alert_formats import format_alerts
+from exfil.alerts import AlertBook
 from exfil.domains import registered_domain
 from exfil.labels import address_bytes
 
