@@ -16,6 +16,7 @@ import bisect
 import random
 import string
 from pathlib import Path
+from typing import Protocol
 
 from data_generating_codes.benign_answers import (
     AAAA_PREFIXES,
@@ -140,10 +141,20 @@ class _Fields(dict):
 # the model
 
 
+class AnswerCache(Protocol):
+    """What the model needs of its answer cache: a dict, or datagen_cache.DiskCache."""
+
+    def get(self, key: tuple[str, int]) -> bytes | None: ...
+
+    def __setitem__(self, key: tuple[str, int], value: bytes) -> None: ...
+
+
 class BenignModel:
     """Draws benign lookup bursts and answers them like a recursive resolver would."""
 
-    def __init__(self, rng: random.Random, shares: dict[str, float] | None = None) -> None:
+    def __init__(self, rng: random.Random, shares: dict[str, float] | None = None,
+                 cache: AnswerCache | None = None) -> None:  # fmt: skip
+        """`cache` holds the ordinary answers (a dict unless given; offline: datagen_cache)."""
         self.rng = rng
         self.pieces = Pieces(rng)
         shares = dict(HARD_SHARES if shares is None else shares)
@@ -152,7 +163,7 @@ class BenignModel:
             raise ValueError(f"bad hard-benign shares {shares} (unknown {sorted(unknown)})")
         self.qtype_table = _cumulative(QTYPE_MIX)
         self.sub_table = _cumulative(SUBDOMAINS)
-        self._cache: dict[tuple[str, int], bytes] = {}
+        self._cache: AnswerCache = {} if cache is None else cache
         self._hard = {
             "benign/cdn-hash": self._cdn_hash, "benign/av-lookup": self._av_lookup,
             "benign/dkim": self._dkim, "benign/dmarc": self._dmarc, "benign/acme": self._acme,

@@ -74,7 +74,7 @@ FLAG_RD = dnsmsg.FLAG_RD
 _RESPONSE_FLAGS = dnsmsg.FLAG_QR | dnsmsg.FLAG_RD | dnsmsg.FLAG_RA
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)  # full at 100k packets already (65536 held 16 MB)
 def wire_name(name: str) -> bytes:
     """dnsmsg.pack_name for the generator's own (always legal) names, several times faster."""
     labels = name.rstrip(".").encode("latin-1").split(b".")
@@ -94,7 +94,7 @@ def _message(
     return head + wire_name(qname) + _TAIL.pack(qtype, 1) + b"".join(answers) + b"".join(authority)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def soa_record(zone: str) -> bytes:
     """The zone's SOA (negative answers carry it in the authority section)."""
     serial = 2026010100 + zlib.crc32(zone.encode()) % 997

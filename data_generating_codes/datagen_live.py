@@ -29,7 +29,9 @@ import numpy as np
 
 from data_generating_codes import benign
 from data_generating_codes.datagen_plan import ExfilPlan, SessionSettings, plan_exfiltration
+from data_generating_codes.datagen_truth import RecordTally
 from data_generating_codes.det import send_file
+from data_generating_codes.det_codec import read_query
 from data_generating_codes.det_server import DetServer
 from exfil import dnsmsg
 from exfil.cli import UserError
@@ -124,7 +126,7 @@ def _resolver(
             continue
         try:
             query, peer = sock.recvfrom(65535)
-            message = dnsmsg.parse_message(query)
+            message = read_query(query)
             qname, qtype, _ = message.questions[0]
         except (OSError, dnsmsg.DnsError, IndexError):
             continue
@@ -249,7 +251,7 @@ def _traffic(rng: random.Random, settings: SessionSettings, plans: list[ExfilPla
              resolver: tuple[str, int], names: dict, rows: list) -> None:  # fmt: skip
     """Benign lookups in the background while the attacker alternates lookups and files."""
     scale = settings.sleep_scale
-    exfil_packets = sum(2 * sum(len(m) for m in plan.messages) for plan in plans)
+    exfil_packets = sum(2 * plan.queries for plan in plans)
     lookups = max(0, settings.packets - exfil_packets) // 2
     client_model = benign.BenignModel(random.Random(rng.getrandbits(64)), settings.shares)
     background_rng = random.Random(rng.getrandbits(64))
@@ -299,10 +301,10 @@ def _truth_from_frames(keep: list, plans: list[ExfilPlan], names: dict, rows: li
                 break
         else:
             cls[index] = classes.index(names.get((qname.decode("latin-1"), qtype), benign.ORDINARY))
+    tally = RecordTally()
+    tally.add(cls, file, np.array([round(t * 1e6) * 1000 for t, _ in keep], dtype=np.int64))
     return {
-        "ns": np.array([round(t * 1e6) * 1000 for t, _ in keep], dtype=np.int64),
-        "cls": cls,
-        "file": file,
+        "tally": tally,
         "classes": classes,
         "plans": plans,
         "rows": sorted(rows, key=lambda row: row[2]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import random
 import zlib
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,19 +50,50 @@ class SessionSettings:
         return round(self.exfil_share * self.packets)
 
 
+@dataclass(frozen=True)
+class RngState:
+    """A random.Random state in 2.5 kB (getstate's tuple of 625 ints takes 25 kB)."""
+
+    version: int
+    words: array
+    gauss_next: float | None
+
+    @classmethod
+    def of(cls, rng: random.Random) -> RngState:
+        version, words, gauss_next = rng.getstate()
+        return cls(version, array("I", words), gauss_next)
+
+    def generator(self) -> random.Random:
+        """A new generator that draws what the saved one drew next."""
+        rng = random.Random()
+        rng.setstate((self.version, tuple(self.words), self.gauss_next))
+        return rng
+
+
 @dataclass
 class ExfilPlan:
-    """One file's exfiltration: what goes, in which style, to which domain, and when."""
+    """One file's exfiltration: what goes, in which style, to which domain, and when.
+
+    The queries themselves are not kept (100k of them for a 2M-packet capture take 24 MB):
+    `replay()` draws them again from the state the planner's generator had before drawing them.
+    """
 
     path: Path
     data: bytes  # the file's contents, read once
     style: str  # a det_styles.STYLES name
     cfg: DetConfig  # the channel: attacker domain and style (live: the server's address too)
     job_id: str  # DET's job id (live: the one the client actually drew)
-    messages: list[list[tuple[str, str]]]  # (qname, qtype) of every query, per message
-    times: list[list[float]]  # send offsets in seconds from `start`, same shape as messages
+    queries: int  # queries the plan sends (each gets one answer)
+    length: float  # seconds from the first query to the last
+    draws: RngState  # the planner's generator just before it drew the queries and their times
     start: float = 0.0  # session seconds of the first query (place_in_time)
     received: bool | None = None  # live/netns: did det.py's server rebuild the file?
+
+    def replay(self) -> tuple[list[list[tuple[str, str]]], list[list[float]]]:
+        """(qname, qtype) of every query per message, and their send offsets from `start`."""
+        rng = self.draws.generator()
+        _, messages = plan_queries(self.data, self.path.name, self.cfg, rng)
+        return messages, schedule(messages, self.cfg, rng)
 
 
 # ---------------------------------------------------------------------------
@@ -130,12 +162,13 @@ def plan_exfiltration(rng: random.Random, settings: SessionSettings) -> list[Exf
                 if 2 * per_byte.get(style, 0) * packed[path] > 1.2 * (budget - used):
                     continue  # planning is slow (AES, base-N): skip what cannot fit
                 cfg = style_config(style, replace(base, domain=attacker_domain(rng, taken)))
+                draws = RngState.of(rng)
                 job_id, messages = plan_queries(data, path.name, cfg, rng)
                 queries = sum(len(m) for m in messages)
                 per_byte[style] = min(per_byte.get(style, 1e9), queries / packed[path])
                 if used + 2 * queries <= budget:
-                    times = schedule(messages, cfg, rng)
-                    plans.append(ExfilPlan(path, data, style, cfg, job_id, messages, times))
+                    length = schedule(messages, cfg, rng)[-1][-1]
+                    plans.append(ExfilPlan(path, data, style, cfg, job_id, queries, length, draws))
                     used, added = used + 2 * queries, True
                     break
             if used >= 0.9 * budget:
@@ -148,7 +181,7 @@ def plan_exfiltration(rng: random.Random, settings: SessionSettings) -> list[Exf
 
 def place_in_time(rng: random.Random, plans: list[ExfilPlan], duration: float) -> float:
     """Give each exfiltration a start time, one after the other; return the session length."""
-    lengths = [plan.times[-1][-1] + 1.0 for plan in plans]
+    lengths = [plan.length + 1.0 for plan in plans]
     total = max(duration, sum(lengths) / 0.6)
     cuts = sorted(rng.uniform(0, total - sum(lengths)) for _ in plans)
     elapsed = 0.0

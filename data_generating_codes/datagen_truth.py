@@ -1,9 +1,9 @@
 """The generator's ground truth: X.logs.csv and X.truth.json beside a capture X.pcap.
 
-`session` (from script_datagen's offline builder or datagen_live) holds one class index and one
-file index per capture record, record times, the exfiltration plans (datagen_plan.ExfilPlan)
-and the attacker script's log rows. Format: the spec's "Generator output"; `decode_record_class`
-reads the per-record class back for ld.py and tests.
+`session` (from datagen_offline or datagen_live) holds a `RecordTally` of the capture's records
+(one class index and one file index each, and their times), the exfiltration plans
+(datagen_plan.ExfilPlan) and the attacker script's log rows. Format: the spec's "Generator
+output"; `decode_record_class` reads the per-record class back for ld.py and tests.
 """
 
 from __future__ import annotations
@@ -21,6 +21,35 @@ from exfil.files import save_json, save_text
 # the sidecars
 
 
+class RecordTally:
+    """What the truth needs of the records, taken a chunk at a time in capture order (the
+    offline writer never holds them all): the class bytes, deflated as they come (the bytes of
+    zlib.compress of the whole), and each file's first and last record, times and count."""
+
+    def __init__(self) -> None:
+        self.records = self.malicious = 0
+        self.files: dict[int, list[int]] = {}  # file index -> [first, last, count, ns0, ns1]
+        self._deflate = zlib.compressobj(9)
+        self._packed: list[bytes] = []
+
+    def add(self, cls: np.ndarray, file: np.ndarray, ns: np.ndarray) -> None:
+        """The next records: class index, file index (-1: benign) and ns timestamp of each."""
+        self._packed.append(self._deflate.compress(np.asarray(cls, np.uint8).tobytes()))
+        for index in np.unique(file[file >= 0]).tolist():
+            where = np.flatnonzero(file == index)
+            first, last = int(where[0]), int(where[-1])
+            start = [self.records + first, 0, 0, int(ns[first]), 0]
+            entry = self.files.setdefault(index, start)
+            entry[1:3] = self.records + last, entry[2] + len(where)
+            entry[4] = int(ns[last])
+        self.malicious += int((file >= 0).sum())
+        self.records += len(file)
+
+    def record_class(self) -> str:
+        """The record_class field's data (zlib+base64 uint8); ends the tally."""
+        return base64.b64encode(b"".join(self._packed) + self._deflate.flush()).decode()
+
+
 def sidecars(out: Path) -> tuple[Path, Path]:
     """X.pcap -> (X.logs.csv, X.truth.json)."""
     stem = out.with_suffix("")
@@ -28,38 +57,35 @@ def sidecars(out: Path) -> tuple[Path, Path]:
 
 
 def truth_document(out: Path, session: dict, config: dict, mode: str, seed: int) -> dict:
-    """The ground truth: per-file record ranges from the per-record file index, classes, hosts."""
-    cls, file, ns = session["cls"], session["file"], session["ns"]
+    """The ground truth: per-file record ranges from the tally, classes, hosts."""
+    tally: RecordTally = session["tally"]
     files = []
     for index, plan in enumerate(session["plans"]):
-        where = np.flatnonzero(file == index)
-        if not len(where):
+        if index not in tally.files:
             continue
-        first, last = int(where[0]), int(where[-1])
+        first, last, count, first_ns, last_ns = tally.files[index]
         files.append({
             "file": plan.path.name, "md5": hashlib.md5(plan.data).hexdigest(),
             "bytes": len(plan.data), "job_id": plan.job_id, "style": plan.style,
             "domain": plan.cfg.domain, "first_record": first, "last_record": last,
-            "records": len(where), "start_time": int(ns[first]) / 1e9,
-            "end_time": int(ns[last]) / 1e9,
+            "records": count, "start_time": first_ns / 1e9, "end_time": last_ns / 1e9,
         })  # fmt: skip
         if plan.received is not None:  # live/netns: did det.py's server rebuild the file?
             files[-1]["received"] = plan.received
-    packed = base64.b64encode(zlib.compress(np.asarray(cls, np.uint8).tobytes(), 9)).decode()
     return {
         "format": "exfil-detect-truth/1",
         "capture": out.name,
         "mode": mode,
         "seed": seed,
-        "records": len(cls),
-        "malicious_records": int((file >= 0).sum()),
+        "records": tally.records,
+        "malicious_records": tally.malicious,
         "exfil_domains": [entry["domain"] for entry in files],
         "attacker_hosts": session["attacker_hosts"],
         "server_hosts": session["server_hosts"],
         "files": files,
         "styles": list(dict.fromkeys(entry["style"] for entry in files)),
         "classes": session["classes"],
-        "record_class": {"encoding": "zlib+base64 uint8", "data": packed},
+        "record_class": {"encoding": "zlib+base64 uint8", "data": tally.record_class()},
         "config": config,
     }
 

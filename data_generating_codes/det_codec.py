@@ -34,6 +34,7 @@ from exfil.dnsmsg import (
     QTYPE,
     RCODE,
     DnsError,
+    Message,
     Record,
     pack_response,
     parse_message,
@@ -179,6 +180,42 @@ def schedule(
 
 
 # ---------------------------------------------------------------------------
+# reading queries (untrusted)
+
+
+def _label_count(message: bytes, offset: int) -> tuple[int, int]:
+    """Labels of the name at `offset` as sent, and the offset after the name.
+
+    Only for names read_name accepted: its pointers only go backwards, so this walk ends.
+    """
+    count, end = 0, None
+    while length := message[offset]:
+        if length >= 0xC0:
+            end = offset + 2 if end is None else end
+            offset = (length & 0x3F) << 8 | message[offset + 1]
+        else:
+            count, offset = count + 1, offset + 1 + length
+    return count, offset + 1 if end is None else end
+
+
+def read_query(datagram: bytes) -> Message:
+    """parse_message, plus the one check it cannot make: no label holds a dot.
+
+    read_name gives a name as its labels joined by dots, so a label holding a dot (legal on the
+    wire) reads as two labels, or as an empty one pack_name refuses: such a name can be neither
+    echoed in an answer nor framed, and is malformed here (DnsError "label-with-dot").
+    """
+    message = parse_message(datagram)
+    offset = 12  # the header's size: the questions follow it
+    for name, _, _ in message.questions:
+        labels, offset = _label_count(datagram, offset)
+        if labels != (name.count(b".") + 1 if name else 0):
+            raise DnsError("label-with-dot", repr(name[:80]))
+        offset += 4  # qtype and qclass
+    return message
+
+
+# ---------------------------------------------------------------------------
 # answers (pure: the authoritative server's reply to one datagram)
 
 
@@ -211,7 +248,7 @@ def _answer_records(name: bytes, qtype: int, cfg: DetConfig) -> list[Record]:
 def answer(query: bytes, cfg: DetConfig) -> bytes | None:
     """The server's response to a datagram; None for responses and unreadable headers."""
     try:
-        message = parse_message(query)
+        message = read_query(query)
     except DnsError:
         if len(query) >= 12 and not query[2] & 0x80:
             return query[:2] + bytes([0x80 | (query[2] & 0x01), RCODE["FORMERR"]]) + bytes(8)

@@ -18,22 +18,36 @@ import time
 from collections import Counter, OrderedDict, deque
 from pathlib import Path
 
-from data_generating_codes.det_codec import answer
+from data_generating_codes.det_codec import answer, read_query
 from data_generating_codes.det_config import DetConfig
 from data_generating_codes.det_reassembly import CLOSING, Event, Job, Reassembler
-from exfil.dnsmsg import DnsError, parse_message
+from exfil.dnsmsg import DnsError
 from exfil.files import atomic_path
 
 log = logging.getLogger("det.server")
 
 LOG_FIRST = 5  # drops logged one by one per reason before falling back to powers of two
+MAX_FILE_NAME = 120  # characters (ASCII, so bytes) of a written file's name, collision suffix aside
+MAX_SUFFIX = 16  # an extension up to this long survives the cut to MAX_FILE_NAME
+# Windows opens a device, not a file, for these names, whatever their extension
+RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{port}{n}" for port in ("COM", "LPT") for n in range(10)]
+)
 
 
 def safe_name(raw: bytes | str) -> str:
-    """A basename that cannot leave the output folder: no separators, no leading dots."""
+    """A file name the sender cannot aim: the basename, in [A-Za-z0-9._-], at most MAX_FILE_NAME
+    long, never empty, never starting with "-" (an option to whoever types it) or "." (hidden,
+    "." and ".."), never ending in "." (Windows drops it) and never a Windows device name."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    base = re.split(r"[\\/]", text)[-1]
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")[:120]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", re.split(r"[\\/]", text)[-1]).lstrip(".-")
+    if len(base) > MAX_FILE_NAME:
+        stem, dot, suffix = base.rpartition(".")
+        keep = dot + suffix if stem and len(suffix) < MAX_SUFFIX else ""
+        base = base[: MAX_FILE_NAME - len(keep)] + keep
+    base = base.rstrip(".")
+    if base.split(".")[0].upper() in RESERVED:
+        base = "_" + base
     return base or "unnamed"
 
 
@@ -133,19 +147,26 @@ class DetServer:
         """Feed one datagram to the reassembler and return the answer to send (or None)."""
         now = time.monotonic() if now is None else now
         try:
-            message = parse_message(datagram)
-            if message.is_response or len(message.questions) != 1:
-                self._drop("not-a-query")
-            else:
-                self._apply(self.reassembler.feed(message.questions[0][0], now))
-        except DnsError as error:
-            self._drop(f"malformed-{error.reason}")
-        except Exception:  # the server must stay up whatever arrives
-            log.exception("internal error on a datagram")
+            self._feed(datagram, now)
+            reply = answer(datagram, self.cfg)
+        except Exception:  # the server must stay up, and keep its jobs, whatever arrives
+            if self.drops["internal-error"] < LOG_FIRST:
+                log.exception("internal error on a datagram")
             self._drop("internal-error")
-        reply = answer(datagram, self.cfg)
+            return None
         self.answered += reply is not None
         return reply
+
+    def _feed(self, datagram: bytes, now: float) -> None:
+        """The reassembler sees the name of a well-formed one-question query; the rest: counted."""
+        try:
+            message = read_query(datagram)
+        except DnsError as error:
+            return self._drop(f"malformed-{error.reason}")
+        if message.is_response or len(message.questions) != 1:
+            return self._drop("not-a-query")
+        self._apply(self.reassembler.feed(message.questions[0][0], now))
+        return None
 
     def expire(self, now: float) -> None:
         """Report jobs idle for more than job_timeout as incomplete and free them."""
@@ -178,7 +199,7 @@ class DetServer:
         name = Path(safe_name(filename))
         path = self.out_dir / name
         number = 0
-        while path.exists():
+        while path.is_symlink() or path.exists():  # a dangling link is taken too
             number += 1
             path = self.out_dir / f"{name.stem}-{number}{name.suffix}"
         root = self.out_dir.resolve()

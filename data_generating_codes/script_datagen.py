@@ -16,7 +16,6 @@ UDP on loopback and captures them; `netns` does the same between two network nam
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 import time
@@ -56,27 +55,14 @@ SLEEP_SCALE = 0.001  # live/netns: factor on DET's sleeps and benign inter-arriv
 LIVE_TIMEOUT = 120.0  # live/netns: give up after this many seconds
 # ---------------------------------------------------------------------------
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from data_generating_codes import benign  # noqa: E402
-from data_generating_codes.datagen_plan import (  # noqa: E402
-    ExfilPlan,
-    SessionSettings,
-    expand_styles,
-    place_in_time,
-    plan_exfiltration,
-)
+from data_generating_codes.datagen_offline import offline_session  # noqa: E402
+from data_generating_codes.datagen_plan import SessionSettings, expand_styles  # noqa: E402
 from data_generating_codes.datagen_truth import write_sidecars  # noqa: E402
-from data_generating_codes.det_codec import answer  # noqa: E402
 from data_generating_codes.det_styles import STYLES as STYLE_NAMES  # noqa: E402
 from exfil.cli import UserError, configure, format_config, run  # noqa: E402
-from exfil.dnsmsg import pack_query, qtype_number  # noqa: E402
-from exfil.pcapwrite import ipv4_to_int, write_udp_capture  # noqa: E402
 
-_RESOLVER = "10.0.0.1"
 _EXFIL_SHARE_BOUNDS = (0.05, 0.20)
-_PROGRESS_FROM = 500_000  # packets from which offline mode shows a progress bar (on a terminal)
 
 
 # ---------------------------------------------------------------------------
@@ -99,129 +85,6 @@ def session_settings() -> SessionSettings:
         passphrase=PASSPHRASE, hosts=HOSTS, shares=hard_shares(), nanosecond=NANOSECOND,
         sleep_scale=SLEEP_SCALE, live_timeout=LIVE_TIMEOUT,
     )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------
-# offline: the packets, straight into arrays
-
-
-class Packets:
-    """Rows (time, src, dst, sport, dport, payload, class, file) of the capture being built;
-    `add` is list.append (one call per packet on the hot path), columns come out at the end."""
-
-    FIELDS = ("time", "src", "dst", "sport", "dport", "payload", "cls", "file")
-
-    def __init__(self) -> None:
-        self.rows: list[tuple] = []
-        self.add = self.rows.append
-
-    def columns(self) -> dict[str, list]:
-        return dict(zip(self.FIELDS, map(list, zip(*self.rows, strict=True)), strict=True))
-
-
-def latency(rng: random.Random, cached: bool) -> float:
-    """Resolver answer delay: sub-millisecond from cache, tens of milliseconds when recursing."""
-    if cached and rng.random() < 0.7:
-        return rng.uniform(0.0002, 0.002)
-    return min(math.exp(rng.gauss(-3.2, 0.7)), 2.0)  # lognormal, median 40 ms
-
-
-def add_exfiltration(rng: random.Random, packets: Packets, plans: list[ExfilPlan],
-                     classes: list[str], attacker: int, resolver: int) -> None:  # fmt: skip
-    """Every planned query from the attacker, and the DET server's answer via the resolver."""
-    for index, plan in enumerate(plans):
-        cfg, cls = plan.cfg, classes.index(f"exfil/{plan.style}")
-        for message, offsets in zip(plan.messages, plan.times, strict=True):
-            for (qname, qtype), offset in zip(message, offsets, strict=True):
-                when, sport = plan.start + offset, 32768 + int(rng.random() * 28232)
-                query = pack_query(rng.getrandbits(16), qname, qtype_number(qtype))
-                packets.add((when, attacker, resolver, sport, 53, query, cls, index))
-                reply = answer(query, cfg)
-                if reply is not None:  # a resolver relays it without the AA bit
-                    reply = reply[:2] + bytes([reply[2] & ~0x04]) + reply[3:]
-                    wait = latency(rng, False)
-                    packets.add((when + wait, resolver, attacker, 53, sport, reply, cls, index))
-
-
-def add_benign(rng: random.Random, packets: Packets, count: int, length: float,
-               classes: list[str], resolver: int,
-               settings: SessionSettings) -> list[tuple[float, int, str]]:  # fmt: skip
-    """`count` benign packets from all hosts; returns (time, host, first name) per session."""
-    model = benign.BenignModel(rng, settings.shares)
-    sessions, lookups = [], 0
-    while 2 * lookups < count:
-        sessions.append(model.session())
-        lookups += len(sessions[-1])
-    starts = sorted(rng.uniform(0, length) for _ in sessions)
-    budget, started, add, query = count, [], packets.add, model.query
-    class_index = {cls: classes.index(cls) for cls in benign.CLASSES}
-    progress = tqdm(total=count, unit="pkt", disable=count < _PROGRESS_FROM or None, leave=False)
-    for number, (start, session) in enumerate(zip(starts, sessions, strict=True)):
-        if number % 1024 == 0:
-            progress.update(count - budget - progress.n)
-        host = int(rng.random() * settings.hosts)
-        started.append((start, host, session[0][1]))
-        for cls, qname, qtype, offset in session:
-            if budget <= 0:
-                break
-            qid, sport, when = (
-                rng.getrandbits(16),
-                32768 + int(rng.random() * 28232),
-                start + offset,
-            )
-            code = class_index[cls]
-            add((when, host, resolver, sport, 53, query(qid, qname, qtype), code, -1))
-            budget -= 1
-            if budget:  # an odd count leaves the capture's last-drawn query unanswered
-                reply = model.response(qid, cls, qname, qtype)
-                wait = latency(rng, cls == benign.ORDINARY)
-                add((when + wait, resolver, host, 53, sport, reply, code, -1))
-                budget -= 1
-    progress.close()
-    return started
-
-
-def offline_session(rng: random.Random, settings: SessionSettings) -> dict:
-    """Build the whole capture in memory: arrays in time order, truth, and logs rows."""
-    plans = plan_exfiltration(rng, settings)
-    length = place_in_time(rng, plans, settings.duration)
-    hosts = [f"10.0.0.{number}" for number in rng.sample(range(10, 250), settings.hosts)]
-    attacker, resolver = 0, settings.hosts  # host indices; index `hosts` is the resolver
-    classes = [*benign.CLASSES, *dict.fromkeys(f"exfil/{p.style}" for p in plans)]
-    packets, total = Packets(), settings.packets
-    add_exfiltration(rng, packets, plans, classes, attacker, resolver)
-    if len(packets.rows) >= total:
-        raise UserError(f"exfiltration alone needs {len(packets.rows)} packets: raise --packets")
-    count = total - len(packets.rows)
-    started = add_benign(rng, packets, count, length, classes, resolver, settings)
-    columns, start_time = packets.columns(), settings.start_time
-    start_ns = round(start_time * 1e9)
-    ns = start_ns + np.round(np.asarray(columns["time"]) * 1e9).astype(np.int64)
-    order = np.argsort(ns, kind="stable")
-    address = ipv4_to_int([*hosts, _RESOLVER])
-    seconds, owner = np.asarray(columns["time"]), np.asarray(columns["file"])
-    windows = [(p.start, seconds[owner == i].max()) for i, p in enumerate(plans)]
-    rows = [("exfil", p.path.name, start_time + p.start) for p in plans]
-    rows += [
-        ("benign", name, start_time + when)
-        for when, host, name in started
-        if host == attacker and not any(a <= when <= b for a, b in windows)
-    ]
-    return {
-        "ns": ns[order],
-        "src": address[np.asarray(columns["src"])[order]],
-        "dst": address[np.asarray(columns["dst"])[order]],
-        "sport": np.asarray(columns["sport"])[order],
-        "dport": np.asarray(columns["dport"])[order],
-        "payload": [columns["payload"][i] for i in order.tolist()],
-        "cls": np.asarray(columns["cls"], dtype=np.uint8)[order],
-        "file": np.asarray(columns["file"], dtype=np.int32)[order],
-        "classes": classes,
-        "plans": plans,
-        "rows": sorted(rows, key=lambda row: row[2]),
-        "attacker_hosts": [hosts[attacker]],
-        "server_hosts": [_RESOLVER],
-    }
 
 
 # ---------------------------------------------------------------------------
@@ -250,18 +113,7 @@ def main() -> int:
     began, cpu_began = time.perf_counter(), time.process_time()
     rng = random.Random(SEED)
     if MODE == "offline":
-        session = offline_session(rng, settings)
-        write_udp_capture(
-            out,
-            session["ns"],
-            session["src"],
-            session["dst"],
-            session["sport"],
-            session["dport"],
-            session["payload"],
-            nanosecond=NANOSECOND,
-            ip_id=np.random.default_rng(SEED).integers(0, 65536, len(session["ns"])),
-        )
+        session = offline_session(rng, settings, out, SEED)
     else:
         from data_generating_codes import datagen_live
 
