@@ -29,11 +29,12 @@ from exfil.dnsparse import qtype_names
 from exfil.features import NAME_FEATURES, Extra
 from exfil.files import save_json, save_text, writable_folder
 from models import anomaly_score, baselines, check_features, load_checkpoint, predict_proba
+from models import domain_metrics as dm
 from models.baselines import BaselineName
 from models.data import Dataset, features_key, load_dataset, split_by_file_and_time, with_extras
 from models.metrics import binary_metrics, rate_by_group
 from models.nets import Network
-from models.report import group_table, main_table, markdown_report
+from models.report import domain_table, group_table, main_table, markdown_report
 from models.settings import RUNS, RunConfig, SplitConfig
 
 # ----------------------------------------------------------------------------- config
@@ -48,6 +49,9 @@ EXTRAS: list[Extra] = list(NAME_FEATURES)  # baselines' name features; none: --e
 ABLATION = False  # also fit logreg and forest on unigrams alone (NAME-unigrams): do EXTRAS help?
 ANOMALY = True  # also report ae_clf's anomaly path (reconstruction error) as ae_anomaly
 FOREST_TREES = 100  # trees of the random forest baseline (seeded by the split's seed)
+DOMAIN_RULES = True  # also the per-domain rules: rule_subdomains (RITA), rule_hourly (Zeek)
+MIN_NAMES = 5  # per-domain metrics: alert rule as detect.py's (distinct flagged names) ...
+MIN_SHARE = 0.2  # ... and share of the domain's packets flagged so far
 # leave one style out
 LEAVE_ONE_OUT = False  # for each exfiltration style in DATA: train without it, test on it
 LOO_NETWORKS: list[Network] = ["clf", "ae_clf", "lstm"]  # retrained per held-out style (lstm: slow)
@@ -210,8 +214,28 @@ def compare_time_labels(test: Dataset) -> dict | None:
     }
 
 
-def summarise(result: dict, labels: np.ndarray, groups: dict) -> dict:
-    """metrics.json entry of one model: headline metrics, speed, per-group flag rates."""
+def domain_rules(test: Dataset, where: tuple) -> dict:
+    """The two per-domain rule baselines as results (causal per-packet flags, first alerts)."""
+    domain, name = where
+    rules = {"rule_subdomains": lambda: dm.first_alerts(domain, name, np.ones(len(domain), bool),
+                                                        dm.RITA_NAMES, 0.0)}  # fmt: skip
+    if test.times is not None:
+        rules["rule_hourly"] = lambda: dm.hourly_alerts(domain, name, test.times)
+    results = {}
+    for label, rule in rules.items():
+        first, seconds = timed(rule)
+        results[label] = {
+            "scores": dm.flags_after(domain, first).astype(np.float32),
+            "threshold": 0.5,
+            "seconds": seconds,
+            "threshold_rule": "per domain, causal: packets once their domain is alerted",
+            "first": first,
+        }
+    return results
+
+
+def summarise(result: dict, labels: np.ndarray, groups: dict, test: Dataset, where) -> dict:  # noqa: ANN001
+    """metrics.json entry of one model: headline metrics, speed, per-group and per-domain."""
     m = binary_metrics(labels, result["scores"], result["threshold"])
     m["packets_per_s"] = len(labels) / max(result["seconds"], 1e-9)
     for key in ("fit_seconds", "threshold_rule"):
@@ -221,6 +245,11 @@ def summarise(result: dict, labels: np.ndarray, groups: dict) -> dict:
     for key, (ids, names, mask) in groups.items():
         name = "flagged_per_class" if key == "class" else f"recall_per_{key}"
         m[name] = rate_by_group(ids[mask], flagged[mask], names)
+    domain, name = where
+    first = result.get("first")
+    if first is None:
+        first = dm.first_alerts(domain, name, flagged, MIN_NAMES, MIN_SHARE)
+    m["domains"] = dm.domain_summary(domain, labels, first, test.times)
     result["metrics"] = m
     return m
 
@@ -263,6 +292,7 @@ def print_summary(metrics: dict, context: dict) -> None:
         table = group_table(metrics, key)
         if table:
             print("\n" + table)
+    print("\n" + domain_table(metrics))
     if context["time_labels"]:
         noise = context["time_labels"]
         print(
@@ -282,10 +312,16 @@ def main() -> int:
         run_leave_one_out(test, loaded, config, out)
     results, histories = score_networks(test, loaded)
     results.update(score_baselines(test, trained_settings(loaded)[0]))
+    domain, _, name = dm.packet_domains(test.qname_bytes, test.qname_len)
+    if DOMAIN_RULES:
+        results.update(domain_rules(test, (domain, name)))
     if not results:
         raise UserError("nothing to evaluate: give --checkpoints and/or --baselines")
     groups = packet_groups(test)
-    metrics = {name: summarise(r, test.labels, groups) for name, r in results.items()}
+    metrics = {
+        label: summarise(r, test.labels, groups, test, (domain, name))
+        for label, r in results.items()
+    }
     one_class = len(np.unique(test.labels)) < 2
     context = {
         "test": TEST,

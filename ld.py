@@ -75,7 +75,7 @@ def label_capture(path: Path, job: Job) -> dict:
     record_class = truth.get("record_class")
     files = [dict(entry, capture=str(path)) for entry in truth.get("files", [])]
     stats: dict = {}
-    parts: dict[str, list] = {"label": [], "klass": [], "file": [], "qtype": []}
+    parts: dict[str, list] = {"label": [], "klass": [], "file": [], "qtype": [], "time": []}
     part = job.out / f".packets.csv.part-{os.getpid()}-{uuid.uuid4().hex}"  # unique per run
     with open(part, "wb") as handle:
         memory = Releaser()
@@ -95,6 +95,7 @@ def label_capture(path: Path, job: Job) -> dict:
             parts["klass"].append(klass.astype(np.int16))
             parts["file"].append(lab.file_rows(batch.record, batch.qname, batch.qlen, files))
             parts["qtype"].append(batch.qtype)
+            parts["time"].append(batch.time)
             columns = packet_fields(str(path), batch)  # as detect.py's scores.csv spells them
             handle.write(csv_block([*map(columns.get, PACKET_COLUMNS), format_flag(label)]))
     arrays = {k: np.concatenate(v) if v else np.zeros(0, np.int16) for k, v in parts.items()}
@@ -140,6 +141,7 @@ def merge(results: list[dict], out: Path, config: dict) -> None:
             "classes": np.concatenate(class_rows),
             "files": np.concatenate(file_rows),
             "qtypes": np.concatenate([r["qtype"] for r in results]),
+            "times": np.concatenate([r["time"] for r in results]),
         },
     )
     summary = {

@@ -8,6 +8,7 @@ in capture order.
     classes.npy  int16 (N,)     index into labels.json "classes"   ld.py
     files.npy    int32 (N,)     index into labels.json "files", -1 ld.py
     qtypes.npy   uint16 (N,)    question type                      ld.py
+    times.npy    float64 (N,)   capture time, s (evaluation only)  ld.py
     unigrams.npy float32 (N, 256)                                  ng.py
     qname_bytes.npy uint8 (N, qname_len), qname_len.npy int32 (N,) ng.py
     extras.npy   float32 (N, len(features.json "extras"))          ng.py
@@ -38,12 +39,13 @@ ARRAYS = {  # field (file = field + ".npy") -> dtype
     "classes": np.int16,
     "files": np.int32,
     "qtypes": np.uint16,
+    "times": np.float64,
     "unigrams": np.float32,
     "qname_bytes": np.uint8,
     "qname_len": np.int32,
     "extras": np.float32,
 }
-LABEL_FIELDS = ("labels", "classes", "files", "qtypes")  # written by ld.py
+LABEL_FIELDS = ("labels", "classes", "files", "qtypes", "times")  # written by ld.py
 FEATURE_FIELDS = ("unigrams", "qname_bytes", "qname_len", "extras")  # written by ng.py
 HINT = "run ld.py and ng.py into it"
 

@@ -27,6 +27,7 @@ class Dataset:
     classes: np.ndarray | None = None  # (N,) int16
     files: np.ndarray | None = None  # (N,) int32, -1 = not part of a file
     qtypes: np.ndarray | None = None  # (N,) uint16
+    times: np.ndarray | None = None  # (N,) float64: per-domain evaluation, never a feature
     unigrams: np.ndarray | None = None  # (N, dim) float32 (+ extras, see with_extras)
     qname_bytes: np.ndarray | None = None  # (N, qname_len) uint8
     qname_len: np.ndarray | None = None  # (N,) int32

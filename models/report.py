@@ -28,6 +28,22 @@ def main_table(metrics: dict, markdown: bool = False) -> str:
     return _render(header, rows, markdown)
 
 
+def domain_table(metrics: dict, markdown: bool = False) -> str:
+    """Per model: tunnel domains alerted, benign domains alerted, how soon (queries, seconds)."""
+    header = ["model", "tunnel domains alerted", "benign domains alerted", "queries to alert",
+              "seconds to alert"]  # fmt: skip
+    rows = []
+    for name, m in metrics.items():
+        d = m.get("domains")
+        if not d:
+            continue
+        soon = [d["median_queries_to_alert"], d["median_seconds_to_alert"]]
+        rows.append([name, f"{d['tunnel_alerted']} / {d['tunnel_total']}",
+                     f"{d['benign_alerted']} / {d['benign_total']}",
+                     *("-" if v is None else f"{v:.4g}" for v in soon)])  # fmt: skip
+    return _render(header, rows, markdown)
+
+
 def group_table(metrics: dict, key: str, markdown: bool = False) -> str:
     """Share flagged per group (rows) and model (columns), e.g. recall per exfiltrated file."""
     names = list(metrics)
@@ -83,6 +99,17 @@ def markdown_report(metrics: dict, context: dict, plots: list[str]) -> str:
             f"Target F1 >= 0.99 on the test capture: {'met' if met else 'NOT met'} ({verdict}).",
             "",
         ]
+    parts += [
+        "## Per domain",
+        "",
+        "Registered domains alerted when each model's flags go through detect.py's alert rule "
+        "(no allowlist), beside two rules practitioners run: `rule_subdomains` (RITA: >= 100 "
+        "distinct names under a domain) and `rule_hourly` (Zeek anomalous-dns: > 8 within an "
+        "hour). Queries and seconds: median from a tunnel domain's first packet to its alert.",
+        "",
+        domain_table(metrics, markdown=True),
+        "",
+    ]
     for key, title in GROUPS.items():
         table = group_table(metrics, key, markdown=True)
         if table:

@@ -143,7 +143,8 @@ def make_dataset(
     batch = SimpleNamespace(qname=qname_bytes, qlen=qname_len.astype(np.int64))
     features = settings.compute(batch)
     write_arrays(folder, {"labels": labels, "classes": classes, "files": file_rows,
-                          "qtypes": qtypes, **features})  # fmt: skip
+                          "qtypes": qtypes, "times": 1.7e9 + np.arange(packets) * 0.05,
+                          **features})  # fmt: skip
     capture = {"path": "synthetic.pcap", "sha256": f"{seed:064x}", "packets": packets}
     write_meta(
         folder,
