@@ -99,7 +99,7 @@ class DomainAlert:
         self.first_seen = min(self.first_seen, float(times.min()))
         self.last_seen = max(self.last_seen, float(times.max()))
         self.score_sum += float(scores.sum(dtype=np.float64))
-        digests = {name_digest(name): name for name in names}
+        digests = {name_digest(name.lower()): name for name in names}  # DNS 0x20: one name
         fresh = [d for d in digests if d not in self.names]
         new = [digests[d] for d in fresh]
         room = max(MAX_TRACKED_NAMES - len(self.names), 0)
@@ -237,7 +237,7 @@ class AlertBook:
         for key, count in Counter(keys).items():  # benign names repeat: one lookup each
             domain = cache.get(key)
             if domain is None:
-                domain = cache[key] = registered_domain(key.decode("latin-1"))
+                domain = cache[key] = registered_domain(key.decode("latin-1").lower())
             totals[domain] = totals.get(domain, 0) + count
         return keys
 

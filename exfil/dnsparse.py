@@ -162,16 +162,32 @@ def parse_questions(data: np.ndarray, msg_off: np.ndarray, msg_len: np.ndarray) 
     return slow
 
 
+def _header(data: np.ndarray, off: np.ndarray, msg_len: np.ndarray) -> tuple:
+    """(reason so far, QR flag) per message from its 12-byte header: too short, no question."""
+    reason = np.full(len(off), -1, dtype=np.int8)
+    reason[msg_len < 12] = SHORT
+    hdr = np.minimum(off, max(len(data) - 12, 0))  # only short messages are moved
+    response = (data.take(hdr + 2) >> 7).astype(bool) if len(off) else np.zeros(0, bool)
+    reason[(reason < 0) & (_u16(data, hdr + 4) == 0)] = NO_QUESTION
+    return reason, response
+
+
+def _question_types(data: np.ndarray, rows: list, after: list, end, reason) -> np.ndarray:  # noqa: ANN001
+    """QTYPE of each message whose name ended (row, offset just after the name); a question
+    cut before its type and class ends is marked "dns-truncated" in `reason`."""
+    done = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    after = np.concatenate(after) if after else np.zeros(0, np.int64)
+    cut = after + 4 > end[done]
+    reason[done[cut]] = TRUNCATED
+    qtype = np.zeros(len(reason), dtype=np.uint16)
+    qtype[done[~cut]] = _u16(data, np.minimum(after[~cut], max(len(data) - 2, 0)))
+    return qtype
+
+
 def _careful(data: np.ndarray, off: np.ndarray, end: np.ndarray, skip: np.ndarray) -> Questions:
     """Every rule checked, every reason named; rows in `skip` are left empty for the caller."""
-    msg_len = end - off
-    n = len(off)
-    clip = max(len(data) - 2, 0)
-    reason = np.full(n, -1, dtype=np.int8)
-    reason[msg_len < 12] = SHORT
-    hdr = np.minimum(off, max(len(data) - 12, 0))
-    response = (data.take(hdr + 2) >> 7).astype(bool) if n else np.zeros(0, bool)
-    reason[(reason < 0) & (_u16(data, hdr + 4) == 0)] = NO_QUESTION
+    n, clip = len(off), max(len(data) - 2, 0)
+    reason, response = _header(data, off, end - off)
     # per active message: position, floor for pointers, end of name in the question, wire
     # length, labels so far, presentation length so far, jumps taken
     rows = rows_all = np.flatnonzero((reason < 0) & ~skip)
@@ -218,28 +234,30 @@ def _careful(data: np.ndarray, off: np.ndarray, end: np.ndarray, skip: np.ndarra
         go = (fail < 0) & ~zero
         rows, pos, floor, qend = rows[go], pos[go], floor[go], qend[go]
         wire, labels, size, jumps = wire[go], labels[go], size[go], jumps[go]
-    done = np.concatenate(done_rows) if done_rows else np.zeros(0, np.int64)
-    after = np.concatenate(done_qend) if done_qend else np.zeros(0, np.int64)
-    cut = after + 4 > end[done]
-    reason[done[cut]] = TRUNCATED
-    qtype = np.zeros(n, dtype=np.uint16)
-    qtype[done[~cut]] = _u16(data, np.minimum(after[~cut], clip))
+    qtype = _question_types(data, done_rows, done_qend, end, reason)
     ok = reason < 0
     width = QNAME_MAX if len(rows_all) else 0  # nothing to copy: skip the allocation
-    qname = np.zeros((n, width), dtype=np.uint8)
-    if found and width:
-        row, src, length, dest = (np.concatenate(part) for part in zip(*found, strict=True))
-        keep = ok[row]
-        row, src, length, dest = row[keep], src[keep], length[keep], dest[keep]
-        flat = qname.reshape(-1)
-        source, which = ragged(src, length)
-        target_pos, _ = ragged(row * QNAME_MAX + dest, length)
-        flat[target_pos] = data.take(source)
-        dots = dest > 0
-        flat[row[dots] * QNAME_MAX + dest[dots] - 1] = ord(".")
-        del which
+    qname = _copy_labels(data, found, ok, width)
     qlen = np.where(ok, final_size, 0).astype(np.int32)
     return Questions(reason, qname, qlen, np.where(ok, qtype, 0).astype(np.uint16), response & ok)
+
+
+def _copy_labels(data: np.ndarray, found: list, ok: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) presentation names: the labels `found` (row, source, length, destination)
+    of the rows still `ok` copied in place, a dot before every label but the first."""
+    qname = np.zeros((len(ok), width), dtype=np.uint8)
+    if not found or not width:
+        return qname
+    row, src, length, dest = (np.concatenate(part) for part in zip(*found, strict=True))
+    keep = ok[row]
+    row, src, length, dest = row[keep], src[keep], length[keep], dest[keep]
+    flat = qname.reshape(-1)
+    source, _ = ragged(src, length)
+    target_pos, _ = ragged(row * QNAME_MAX + dest, length)
+    flat[target_pos] = data.take(source)
+    dots = dest > 0
+    flat[row[dots] * QNAME_MAX + dest[dots] - 1] = ord(".")
+    return qname
 
 
 def _skip_names(

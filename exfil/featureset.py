@@ -11,12 +11,14 @@ same arrays with the same code, so training and serving cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
 from exfil.cli import UserError
 from exfil.features import (
     EXTRA_FEATURES,
+    LOWER,
     NAME_FEATURES,
     SCOPES,
     TRANSFORMS,
@@ -36,6 +38,7 @@ class FeatureSettings:
     transform: Transform = "log1p"  # count transform
     qname_len: int = 256  # name bytes kept per packet (LSTM input width)
     extras: tuple[str, ...] = NAME_FEATURES  # hand-made name features, in column order
+    fold_case: bool = True  # names ASCII-lower-cased first (DNS 0x20 randomises their case)
 
     def __post_init__(self) -> None:
         problems = []
@@ -55,7 +58,8 @@ class FeatureSettings:
     def from_meta(cls, meta: dict) -> FeatureSettings:
         """From features.json or a checkpoint's `features` (keys it lacks take the defaults)."""
         known = {k: meta[k] for k in ("scope", "transform", "qname_len") if meta.get(k) is not None}
-        return cls(**known, extras=tuple(meta.get("extras") or ()))
+        fold = bool(meta.get("fold_case", False))  # settings saved before folding existed: raw
+        return cls(**known, extras=tuple(meta.get("extras") or ()), fold_case=fold)
 
     def meta(self) -> dict:
         """The settings as features.json and checkpoints write them."""
@@ -67,12 +71,21 @@ class FeatureSettings:
         `out`, if given, is a float32 (n, 256) buffer the unigrams are written into.
         """
         arrays = {}
+        names = self.names(batch)
         if "unigrams" in need:
-            arrays["unigrams"] = unigrams(batch, self.scope, self.transform, out=out)
-            arrays["extras"] = extras(batch, self.extras)
+            counted = names if self.scope == "qname" else batch  # dns/udp: the raw message
+            arrays["unigrams"] = unigrams(counted, self.scope, self.transform, out=out)
+            arrays["extras"] = extras(names, self.extras)
         if "qname" in need:
-            arrays["qname_bytes"], arrays["qname_len"] = qname_matrix(batch, self.qname_len)
+            arrays["qname_bytes"], arrays["qname_len"] = qname_matrix(names, self.qname_len)
         return arrays
+
+    def names(self, batch):  # noqa: ANN001, ANN201
+        """The batch's question names as the recipe reads them (case-folded if fold_case)."""
+        if not self.fold_case:
+            return batch
+        qtype = getattr(batch, "qtype", np.zeros(len(batch.qlen), np.uint16))
+        return SimpleNamespace(qname=LOWER[batch.qname], qlen=batch.qlen, qtype=qtype)
 
 
 def unigram_inputs(arrays: dict) -> np.ndarray:

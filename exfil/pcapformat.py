@@ -8,12 +8,13 @@ Records are chained (each header gives the next one's offset), so one tight Pyth
 their offsets (~0.13 µs per record); every header field is then read for the whole chunk at
 once with numpy. The file is only mapped, never read whole, and a chunk holds a constant number
 of records, so memory stays bounded on captures bigger than RAM. Malformed records are counted
-by reason in `stats`; a file that is not a capture, or is cut inside its file header, raises
+by reason in `stats` and still yielded (as `dead`, caplen 0), so that the records read are the
+records decoded plus those skipped. Reading stops at a record whose length cannot be trusted
+(cut by the end of the file, or corrupt): the chain is lost there, and that record is the last
+one yielded. A file that is not a capture, or is cut inside its file header, raises
 `exfil.cli.UserError`.
 
-pcap: µs and ns magic, either byte order. pcapng: SHB/IDB/EPB/SPB and the obsolete PB; several
-sections and interfaces, each with its link type and if_tsresol/if_tsoffset. In pcapng, record
-indices count packet blocks only.
+pcap: µs and ns magic, either byte order; here. pcapng: `exfil.pcapng`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ PCAP_MAGIC = {  # magic as read little-endian -> (byte order, timestamp units pe
     0x4D3CB2A1: (">", 10**9),
 }
 PCAPNG_SHB = 0x0A0D0D0A
+SMALL_WINDOW = 2048  # bytes: fewer are gathered directly, sparing the sliding view's set-up
 
 
 # --------------------------------------------------------------------------- helpers
@@ -51,12 +53,14 @@ def _map(path: str | os.PathLike) -> np.ndarray:
 def window(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     """(n, width) copy of the bytes at each start; bytes past the end of `data` read as its
     last byte (callers check lengths). One row copy each through a sliding-window view, which
-    is several times faster than gathering with an (n, width) index matrix."""
+    is several times faster than gathering with an (n, width) index matrix, except for a few
+    rows (many small pcapng runs), where setting the view up would cost more than the copy."""
     starts = np.asarray(starts, dtype=np.int64)
-    if len(data) < width:
+    if len(data) < width or len(starts) * width <= SMALL_WINDOW:
         if not len(data):
             return np.zeros((len(starts), width), dtype=np.uint8)
-        return data.take(np.minimum(starts[:, None] + np.arange(width), len(data) - 1))
+        at = np.maximum(starts, 0)[:, None] + np.arange(width)
+        return data.take(np.minimum(at, len(data) - 1))
     view = np.lib.stride_tricks.sliding_window_view(data, width)
     out = view[np.clip(starts, 0, len(view) - 1)]
     late = np.flatnonzero(starts >= len(view))  # rows reaching past the end of the file
@@ -65,12 +69,12 @@ def window(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def _fields(data: np.ndarray, offs: np.ndarray, start: int, count: int, order: str) -> np.ndarray:
+def fields(data: np.ndarray, offs: np.ndarray, start: int, count: int, order: str) -> np.ndarray:
     """(n, count) uint32 header fields at offs + start, in the file's byte order."""
     return window(data, offs + start, 4 * count).view(order + "u4").astype(np.int64)
 
 
-def _walk(buf: memoryview, off: int, limit: int, fmt: str, length_at: int, extra: int) -> list:
+def walk(buf: memoryview, off: int, limit: int, fmt: str, length_at: int, extra: int) -> list:
     """Offsets of up to `limit` chained records: next = off + extra + u32 at off + length_at.
 
     The only per-record Python loop of the reader. A list comprehension does the common case;
@@ -95,120 +99,54 @@ def _walk(buf: memoryview, off: int, limit: int, fmt: str, length_at: int, extra
     return out
 
 
-def _count(stats: dict, reason: str, count: int) -> None:
+def tally(stats: dict, reason: str, count: int) -> None:
+    """Add `count` skipped records to `stats[reason]` (no key for a reason never seen)."""
     if count:
         stats[reason] = stats.get(reason, 0) + int(count)
 
 
+def stop_record(index: int, at: int, reason: str, stats: dict) -> tuple:
+    """The record where reading stops (cut by the end of the file, or its length corrupt), as
+    a one-record chunk: counted under `reason` and among the records read, never decoded."""
+    tally(stats, reason, 1)
+    one = np.ones(1, dtype=np.int64)
+    return index * one, np.full(1, np.nan), at * one, 0 * one, -one, one.astype(bool)
+
+
 # --------------------------------------------------------------------------- pcap
 def _pcap_records(data: np.ndarray, buf: memoryview, chunk: int, stats: dict) -> Iterator[tuple]:
+    """Yield (records, time, data offset, caplen, link, dead) per chunk of `chunk` records."""
     if len(data) < 24:
         raise UserError("capture cut inside its 24-byte pcap file header")
     order, units = PCAP_MAGIC[int(data[:4].view("<u4")[0])]
     linktype = struct.unpack_from(order + "I", buf, 20)[0] & 0x0FFFFFFF
     off, index, end = 24, 0, len(data)
     while off < end:
-        offs = np.asarray(_walk(buf, off, chunk, order + "I", 8, 16), dtype=np.int64)
+        offs = np.asarray(walk(buf, off, chunk, order + "I", 8, 16), dtype=np.int64)
         offs = offs[offs < end]
-        if len(offs) == 0:
-            break
-        whole = offs + 16 <= end
-        if not whole[-1]:  # only the last offset can run past the end of the file
-            _count(stats, "truncated-record", 1)
-            offs = offs[whole]
         head = window(data, offs, 16).view(order + "u4")  # ts_sec, ts_frac, incl_len, orig_len
         caplen = head[:, 2].astype(np.int64)
-        bad = np.flatnonzero(caplen > MAX_CAPLEN)
-        stop = len(offs) < chunk
-        if len(bad):
-            _count(stats, "bad-caplen", 1)
-            offs, head, caplen, stop = offs[: bad[0]], head[: bad[0]], caplen[: bad[0]], True
-        cut = offs + 16 + caplen > end
-        if cut[-1:].any():  # only the last record can run past the end of the file
-            _count(stats, "truncated-record", np.count_nonzero(cut))
-            caplen = np.where(cut, 0, caplen)
-        time = head[:, 0] + head[:, 1] / units
-        links = np.full(len(offs), linktype, dtype=np.int64)
-        yield index + np.arange(len(offs)), time, offs + 16, caplen, links, cut
-        index += len(offs)
-        if stop:
+        # reading stops at a header cut by the end of the file or a caplen too big to be true
+        # (the chain of records is lost there); that record is counted, never decoded
+        broken = np.flatnonzero((offs + 16 > end) | (caplen > MAX_CAPLEN))
+        stop = len(offs) < chunk or len(broken) > 0
+        if len(broken):
+            at = broken[0]
+            why = "truncated-record" if offs[at] + 16 > end else "bad-caplen"
+            offs, head, caplen = offs[:at], head[:at], caplen[:at]
+        cut = offs + 16 + caplen > end  # only the last record can run past the end of the file
+        tally(stats, "truncated-record", np.count_nonzero(cut))
+        if len(offs):
+            time = head[:, 0] + head[:, 1] / units
+            links, size = np.full(len(offs), linktype, dtype=np.int64), np.where(cut, 0, caplen)
+            yield index + np.arange(len(offs)), time, offs + 16, size, links, cut
+            index += len(offs)
+        after = int(offs[-1] + 16 + caplen[-1]) if len(offs) else off
+        if len(broken):
+            yield stop_record(index, after, why, stats)
+        if stop or cut[-1:].any():
             break
-        off = int(offs[-1] + 16 + caplen[-1])
-
-
-# --------------------------------------------------------------------------- pcapng
-def _tsresol(code: int) -> int:
-    return 2 ** (code & 0x7F) if code & 0x80 else 10 ** (code & 0x7F)
-
-
-def _idb(buf: memoryview, off: int, blen: int, order: str) -> tuple[int, int, float]:
-    """(link type, timestamp units per second, offset seconds) from an interface block."""
-    linktype = struct.unpack_from(order + "H", buf, off + 8)[0]
-    units, shift, pos, stop = 10**6, 0.0, off + 16, off + blen - 4
-    while pos + 4 <= stop:
-        code, size = struct.unpack_from(order + "HH", buf, pos)
-        if code == 0 or pos + 4 + size > stop:
-            break
-        if code == 9 and size >= 1:
-            units = _tsresol(buf[pos + 4])
-        elif code == 14 and size >= 8:
-            shift = float(struct.unpack_from(order + "q", buf, pos + 4)[0])
-        pos += 4 + (size + 3) // 4 * 4
-    return linktype, units, shift
-
-
-def _pcapng_records(data: np.ndarray, buf: memoryview, chunk: int, stats: dict) -> Iterator:
-    end, off, index = len(data), 0, 0
-    order, ifaces = "<", []
-    while off + 12 <= end:
-        btype = struct.unpack_from("<I", buf, off)[0]
-        if btype == PCAPNG_SHB:
-            order = "<" if struct.unpack_from("<I", buf, off + 8)[0] == 0x1A2B3C4D else ">"
-            ifaces = []
-        blen = struct.unpack_from(order + "I", buf, off + 4)[0]
-        if blen < 12 or blen % 4 or off + blen > end:
-            _count(stats, "bad-block", 1)
-            return
-        btype = struct.unpack_from(order + "I", buf, off)[0]
-        if btype == 1:
-            ifaces.append(_idb(buf, off, blen, order))
-        if btype not in (2, 3, 6):
-            off += blen
-            continue
-        # a run of blocks up to the next SHB/IDB; packets decoded with numpy
-        offs = np.asarray(_walk(buf, off, chunk, order + "I", 4, 0), dtype=np.int64)
-        offs = offs[offs + 12 <= end]
-        head = _fields(data, offs, 0, 2, order)
-        ok = (head[:, 1] >= 12) & (head[:, 1] % 4 == 0) & (offs + head[:, 1] <= end)
-        first_other = np.flatnonzero(~ok | ~np.isin(head[:, 0], (2, 3, 6)))
-        if len(first_other):  # the outer loop handles (or rejects) that block
-            offs, head = offs[: first_other[0]], head[: first_other[0]]
-        yield _packet_blocks(data, offs, head, order, ifaces, index, stats)
-        index += len(offs)
-        off = int(offs[-1] + head[-1, 1])
-
-
-def _packet_blocks(data, offs, head, order, ifaces, index, stats) -> tuple:  # noqa: ANN001
-    """Decode a run of EPB/SPB/PB blocks: (records, time, data offset, caplen, link, cut)."""
-    btype, blen = head[:, 0], head[:, 1]
-    body = _fields(data, offs, 8, 5, order)  # EPB: iface, ts_hi, ts_lo, caplen, origlen
-    simple = btype == 3
-    iface = np.where(
-        btype == 2, body[:, 0] >> 16 if order == ">" else body[:, 0] & 0xFFFF, body[:, 0]
-    )
-    iface = np.where(simple, 0, iface)
-    caplen = np.where(simple, np.minimum(body[:, 0], blen - 16), body[:, 3])
-    bad = (caplen > blen - np.where(simple, 16, 32)) | (iface >= len(ifaces))
-    links = np.full(len(offs), -1, dtype=np.int64)
-    time = np.full(len(offs), np.nan)
-    ticks = (body[:, 1] << 32) | body[:, 2]
-    for number, (linktype, units, shift) in enumerate(ifaces):
-        mine = (iface == number) & ~bad
-        links[mine] = linktype
-        time[mine & ~simple] = (ticks // units + (ticks % units) / units + shift)[mine & ~simple]
-    _count(stats, "bad-block", np.count_nonzero(bad))
-    start = offs + np.where(simple, 12, 28)
-    return index + np.arange(len(offs)), time, start, np.where(bad, 0, caplen), links, bad
+        off = after
 
 
 # --------------------------------------------------------------------------- public API
@@ -227,7 +165,9 @@ def records(path: str | os.PathLike, chunk: int, stats: dict) -> Iterator[tuple]
         bom = bytes(data[8:12])
         if len(data) < 28 or bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
             raise UserError(f"{path}: cut inside its pcapng section header, or not pcapng")
-        chunks = _pcapng_records(data, buf, chunk, stats)
+        from exfil.pcapng import pcapng_records  # here: exfil.pcapng uses this module's helpers
+
+        chunks = pcapng_records(data, buf, chunk, stats)
     else:
         raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number)")
     for parts in chunks:

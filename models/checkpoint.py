@@ -143,8 +143,10 @@ def check_features(meta: dict, features_json: dict | str | Path) -> None:
     expected = meta.get("features", {})
     keys = ("scope", "transform", "dim") if INPUTS.get(meta.get("network")) == "unigrams" else ()
     keys += ("qname_len",) if INPUTS.get(meta.get("network")) == "qname" else ()
-    for key in keys:
+    for key in (*keys, "fold_case"):
         want, got = expected.get(key), features_json.get(key)
+        if key == "fold_case":  # settings saved before folding existed did not fold
+            want, got = bool(want), bool(got)
         if want is not None and got != want:
             raise UserError(
                 f"feature {key} is {got!r} but the {meta.get('network')} checkpoint was trained "

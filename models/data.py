@@ -109,7 +109,8 @@ def load_dataset(
 def features_key(features: dict) -> dict:
     """The feature settings a model depends on (stored in checkpoints, compared at load)."""
     key = {k: features.get(k) for k in ("scope", "transform", "qname_len", "dim")}
-    return {**key, "extras": list(features.get("extras") or [])}
+    fold = bool(features.get("fold_case", False))
+    return {**key, "extras": list(features.get("extras") or []), "fold_case": fold}
 
 
 def with_extras(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:

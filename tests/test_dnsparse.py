@@ -5,50 +5,13 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+from fuzzing import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exfil.dnsparse import REASONS, parse_questions, qtype_names, rr_ttl_offsets
 
 HEADER = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
-
-
-def reference(msg: bytes) -> tuple[str, bytes, int, int] | tuple[str]:
-    """Scalar parser written from the rules in the module docstring: ("ok", name, type, qr)."""
-    if len(msg) < 12:
-        return ("dns-short",)
-    if struct.unpack_from(">H", msg, 4)[0] == 0:
-        return ("dns-no-question",)
-    pos, floor, qend, labels, wire, jumps = 12, 12, None, [], 1, 0
-    while True:
-        if pos >= len(msg):
-            return ("dns-truncated",)
-        b = msg[pos]
-        if b == 0:
-            qend = pos + 1 if qend is None else qend
-            break
-        if b >= 0xC0:
-            if pos + 2 > len(msg):
-                return ("dns-truncated",)
-            target = ((b & 0x3F) << 8) | msg[pos + 1]
-            if target >= floor or target < 12 or jumps >= 64:
-                return ("dns-bad-pointer",)
-            qend = pos + 2 if qend is None else qend
-            pos = floor = target
-            jumps += 1
-            continue
-        if b >= 0x40:
-            return ("dns-bad-label",)
-        if pos + 1 + b > len(msg):
-            return ("dns-truncated",)
-        wire += b + 1
-        if wire > 255:
-            return ("dns-name-too-long",)
-        labels.append(msg[pos + 1 : pos + 1 + b])
-        pos += 1 + b
-    if qend + 4 > len(msg):
-        return ("dns-truncated",)
-    return ("ok", b".".join(labels), struct.unpack_from(">H", msg, qend)[0], msg[2] >> 7)
 
 
 def parse_many(messages: list[bytes]):  # noqa: ANN201

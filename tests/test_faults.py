@@ -40,7 +40,7 @@ def test_ng_on_chunks_without_dns_writes_the_dns_rows_there_are(tmp_path):
     run_script("ng.py", cap, "--out", tmp_path / "a", "--chunk", "16")
     run_script("ng.py", cap, "--out", tmp_path / "b", "--ports", "9")  # no record matches
     features = json.loads((tmp_path / "a" / "features.json").read_text())
-    assert features["packets"] == 30 and np.load(tmp_path / "a" / "extras.npy").shape == (30, 7)
+    assert features["packets"] == 30 and np.load(tmp_path / "a" / "extras.npy").shape == (30, 6)
     assert json.loads((tmp_path / "b" / "features.json").read_text())["packets"] == 0
 
 
@@ -148,10 +148,14 @@ def test_ctrl_c_leaves_a_complete_dataset_or_none_that_looks_complete(tmp_path):
                200000, "--out", cap)  # fmt: skip
     out = tmp_path / "ds"
     run_script("ng.py", cap, "--out", out, "--workers", "1")  # a finished earlier run
-    for delay in (0.5, 1.5):
+    for delay in (0.0, 0.5):  # after it has begun writing parts (Ctrl-C at import is Python's)
         started = subprocess.Popen([sys.executable, "ng.py", str(cap), "--out", str(out),
                                     "--workers", "1"], cwd=ROOT, stderr=subprocess.PIPE,
                                    stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not list(out.glob(".*.part-*")) and started.poll() is None:
+            assert time.monotonic() < deadline, "ng.py never started writing"
+            time.sleep(0.01)
         time.sleep(delay)
         started.send_signal(signal.SIGINT)
         stderr = started.communicate(timeout=60)[1]

@@ -29,3 +29,27 @@ def test_every_network_detects_sessions_it_never_saw(pipeline, unseen, network):
     flagged = scores >= meta["threshold"]
     for file_id in np.unique(unseen.files[unseen.files >= 0]):  # no exfiltration goes unseen
         assert flagged[unseen.files == file_id].mean() >= 0.8, unseen.info["files"][file_id]
+
+
+@pytest.mark.parametrize("network", ["clf", "ae_clf", "lstm"])
+def test_dns_0x20_mixed_case_does_not_move_the_benign_false_alarm_rate(pipeline, unseen, network):
+    """Resolvers randomise the case of names they forward (DNS 0x20); a benign name stays one."""
+    from types import SimpleNamespace
+
+    from exfil.featureset import FeatureSettings, unigram_inputs
+
+    model, meta = load_checkpoint(pipeline["checkpoints"][network])
+    recipe = FeatureSettings.from_meta(meta["features"])
+    mixed = unseen.qname_bytes.copy()
+    inside = np.arange(mixed.shape[1]) < unseen.qname_len[:, None]
+    lower = (mixed >= ord("a")) & (mixed <= ord("z")) & inside
+    rng = np.random.default_rng(0x20)
+    mixed[lower & (rng.random(mixed.shape) < 0.5) & (unseen.labels[:, None] == 0)] -= 32
+    benign = unseen.labels == 0
+    rates = []
+    for names in (unseen.qname_bytes, mixed):
+        arrays = recipe.compute(SimpleNamespace(qname=names, qlen=unseen.qname_len))
+        scores = predict_proba(model, meta, unigram_inputs(arrays), arrays["qname_bytes"],
+                               arrays["qname_len"])  # fmt: skip
+        rates.append(float((scores[benign] >= meta["threshold"]).mean()))
+    assert abs(rates[1] - rates[0]) < 0.0005, rates  # < 0.05 percentage points

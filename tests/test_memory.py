@@ -1,6 +1,7 @@
 """Memory stays flat over long reads: read capture pages and freed heap are handed back."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +11,8 @@ from exfil.pcapformat import _map
 
 
 def rss_file_kb() -> int:
-    for line in open("/proc/self/status", encoding="ascii"):
-        if line.startswith("RssFile:"):
-            return int(line.split()[1])
-    raise AssertionError("no RssFile")
+    status = Path("/proc/self/status").read_text(encoding="ascii")
+    return int(next(line for line in status.splitlines() if line.startswith("RssFile:")).split()[1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from synthetic import make_dataset
 
+from exfil.features import NAME_FEATURES
 from models import load_checkpoint, predict_proba
 from models.data import load_dataset, with_extras
 from models.distributed import Dist
@@ -104,7 +105,7 @@ def test_training_script_saves_a_usable_checkpoint(tmp_path, folder, script, fla
     assert meta["history"] and meta["config"]["seed"] == 2 and 0 < meta["threshold"] < 1
     data = load_dataset(folder)
     if meta["network"] != "lstm":  # unigram nets were trained with the extras appended
-        assert meta["features"]["extras"] and meta["model_args"]["extras"] == 7
+        assert meta["features"]["extras"] and meta["model_args"]["extras"] == len(NAME_FEATURES)
         data = with_extras(data, meta["features"]["extras"])
     p = predict_proba(model, meta, data.unigrams, data.qname_bytes, data.qname_len)
     assert binary_metrics(data.labels, p, meta["threshold"])["f1"] > 0.9
