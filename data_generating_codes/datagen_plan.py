@@ -13,7 +13,7 @@ import random
 import zlib
 from array import array
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from data_generating_codes import benign
@@ -88,6 +88,7 @@ class ExfilPlan:
     draws: RngState  # the planner's generator just before it drew the queries and their times
     start: float = 0.0  # session seconds of the first query (place_in_time)
     received: bool | None = None  # live/netns: did det.py's server rebuild the file?
+    extra: dict = field(default_factory=dict)  # --tool: tool, direction, md5_received, seconds
 
     def replay(self) -> tuple[list[list[tuple[str, str]]], list[list[float]]]:
         """(qname, qtype) of every query per message, and their send offsets from `start`."""

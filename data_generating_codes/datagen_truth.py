@@ -72,14 +72,15 @@ def truth_document(out: Path, session: dict, config: dict, mode: str, seed: int)
         })  # fmt: skip
         if plan.received is not None:  # live/netns: did det.py's server rebuild the file?
             files[-1]["received"] = plan.received
-    return {
+        files[-1].update(plan.extra)  # --tool sessions: tool, direction, md5_received
+    document = {
         "format": "exfil-detect-truth/1",
         "capture": out.name,
         "mode": mode,
         "seed": seed,
         "records": tally.records,
         "malicious_records": tally.malicious,
-        "exfil_domains": [entry["domain"] for entry in files],
+        "exfil_domains": list(dict.fromkeys(entry["domain"] for entry in files)),
         "attacker_hosts": session["attacker_hosts"],
         "server_hosts": session["server_hosts"],
         "files": files,
@@ -88,6 +89,9 @@ def truth_document(out: Path, session: dict, config: dict, mode: str, seed: int)
         "record_class": {"encoding": "zlib+base64 uint8", "data": tally.record_class()},
         "config": config,
     }
+    if session.get("tools"):  # --tool: the real tunnel programs that ran
+        document["tools"] = session["tools"]
+    return document
 
 
 def write_sidecars(out: Path, session: dict, config: dict, mode: str, seed: int) -> dict:

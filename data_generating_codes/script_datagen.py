@@ -6,12 +6,16 @@
         --files memo.txt 'sales.*'
     sudo .venv/bin/python data_generating_codes/script_datagen.py --mode live --packets 3000
     sudo .venv/bin/python data_generating_codes/script_datagen.py --mode netns --out work/ns.pcap
+    sudo .venv/bin/python data_generating_codes/script_datagen.py --mode netns --tool iodine \
+        --out work/iodine.pcap --files 'photo-*' chart.png
 
 Writes OUT (pcap, or pcapng by suffix), OUT.logs.csv (the attacker script's `label,name,time`
 rows) and OUT.truth.json (exfil domains, job ids, record ranges, classes; see the spec).
 `offline` builds the packets directly with synthetic timestamps (no sockets, >100k packets/s,
 same seed -> same bytes); `live` runs det.py's server and client and a benign resolver over real
-UDP on loopback and captures them; `netns` does the same between two network namespaces.
+UDP on loopback and captures them; `netns` does the same between two network namespaces, or with
+--tool runs the real iodine / dns2tcp through dnsmasq there (datagen_tools.py): FILES go up as
+one tar, random bytes come down, and the truth says whether each arrived intact.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,6 +58,8 @@ SHARE_WORDY_LONG = 0.02  # share: long but wordy names
 # live / netns
 SLEEP_SCALE = 0.001  # live/netns: factor on DET's sleeps and benign inter-arrival times
 LIVE_TIMEOUT = 120.0  # live/netns: give up after this many seconds
+# real tunnel tools (netns only; needs root and apt-get install iodine dns2tcp dnsmasq)
+TOOL: Literal["", "iodine", "dns2tcp"] = ""  # "": DET; else that real tunnel through dnsmasq
 # ---------------------------------------------------------------------------
 
 from data_generating_codes import benign  # noqa: E402
@@ -112,7 +119,13 @@ def main() -> int:
     out = Path(OUT)
     began, cpu_began = time.perf_counter(), time.process_time()
     rng = random.Random(SEED)
-    if MODE == "offline":
+    if TOOL and MODE != "netns":
+        raise UserError(f"--tool {TOOL}: needs --mode netns")
+    if TOOL:
+        from data_generating_codes import datagen_tools
+
+        session = datagen_tools.tool_session(rng, out, TOOL, settings)
+    elif MODE == "offline":
         session = offline_session(rng, settings, out, SEED)
     else:
         from data_generating_codes import datagen_live
