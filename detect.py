@@ -69,6 +69,7 @@ WORKERS = 0  # processes for several captures (0 = one per core)
 BATCH_SIZE = 65536  # packets per network forward pass
 # -----------------------------------------------------------------------------
 
+MIXED_CASE_WARNING = 0.5  # share of names with upper case that prompts the 0x20 warning (0x20: ~all)
 _HEADER = "capture,packet,time,src,dst,qname,qtype,response,score,malicious\n"
 _ID_COLUMNS = ("capture", "packet", "time", "src", "dst", "qname", "qtype", "response")
 
@@ -269,6 +270,11 @@ def main() -> int:
         print(f"suppressed by the allowlist: {row['domain']} ({row['reason']}): "
               f"{row['queries']} flagged queries, {row['unique_names']} names")  # fmt: skip
     print(f"alerts: {len(alerts)} domain(s) -> {alerts_path}")
+    mixed = book.upper_case / max(book.packets, 1)
+    if mixed > MIXED_CASE_WARNING and not meta["features"].get("fold_case"):
+        print(f"warning: {mixed:.0%} of the names have upper-case letters (a resolver's DNS 0x20 "
+              "case randomisation?) and this checkpoint reads names as written: retrain on "
+              "features from ng.py --fold-case", file=sys.stderr)  # fmt: skip
     return 1 if alerts else 0
 
 

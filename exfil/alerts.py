@@ -23,6 +23,8 @@ from exfil.features import extras
 from exfil.numtext import format_address
 from exfil.packets import format_qname, strings
 
+_UPPER = np.zeros(256, bool)
+_UPPER[ord("A") : ord("Z") + 1] = True
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
 MAX_CACHED_NAMES = 50_000  # name bytes -> registered domain cache, cleared when full
@@ -198,6 +200,7 @@ class AlertBook:
         allowlist: Allowlist | None = None,
     ) -> None:
         self.allowlist = allowlist or Allowlist()
+        self.packets = self.upper_case = 0  # names with upper-case letters (DNS 0x20?)
         self.min_names = min_names
         self.min_share = min_share
         self.window_seconds = window_seconds
@@ -264,6 +267,8 @@ class AlertBook:
         client = np.where(batch.response[flagged, None], batch.dst[flagged], batch.src[flagged])
         flagged_clients = strings(format_address(client))
         keys = self._count_domains(name_bytes, len(name_len))
+        self.packets += len(name_len)
+        self.upper_case += int(_UPPER[name_bytes].any(axis=1).sum()) if name_bytes.size else 0
         cache, totals = self._domain_of, self.totals
         if unigrams is not None:
             benign_sum = unigrams.sum(axis=0).astype(np.float64)  # float32 within a batch
@@ -304,6 +309,8 @@ class AlertBook:
     def merge(self, other: AlertBook) -> None:
         """Fold in another book (one per capture when captures are scored in parallel)."""
         self.allowlist.merge(other.allowlist)
+        self.packets += other.packets
+        self.upper_case += other.upper_case
         for domain, alert in other.domains.items():
             if domain in self.domains:
                 self.domains[domain].merge(alert)

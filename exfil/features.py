@@ -42,11 +42,10 @@ Extra = Literal[  # optional hand-made features (see `extras`)
     "qtype",  # query type number
 ]
 EXTRA_FEATURES = get_args(Extra)
-# what ng.py writes and the unigram networks use by default: every name feature but qtype
-# (which query types appear is a choice of whoever made the traffic, not a property of names)
-# and upper_ratio (DNS names are case-insensitive and resolvers randomise case, DNS 0x20: the
-# share of upper-case letters says which resolver sent a name, not what the name is)
-NAME_FEATURES = tuple(f for f in EXTRA_FEATURES if f not in ("qtype", "upper_ratio"))
+# what ng.py writes and the unigram networks use by default: every name feature, not qtype
+# (which query types appear is a choice of whoever made the traffic, not a property of names).
+# With case folding (FeatureSettings.fold_case) upper_ratio is 0 and best left out.
+NAME_FEATURES = EXTRA_FEATURES[:-1]
 LOWER = np.arange(256, dtype=np.uint8)
 LOWER[ord("A") : ord("Z") + 1] += 32  # ASCII case folding, a table lookup per byte
 

@@ -38,7 +38,7 @@ class FeatureSettings:
     transform: Transform = "log1p"  # count transform
     qname_len: int = 256  # name bytes kept per packet (LSTM input width)
     extras: tuple[str, ...] = NAME_FEATURES  # hand-made name features, in column order
-    fold_case: bool = True  # names ASCII-lower-cased first (DNS 0x20 randomises their case)
+    fold_case: bool = False  # names ASCII-lower-cased first (DNS 0x20 randomises their case)
 
     def __post_init__(self) -> None:
         problems = []

@@ -40,7 +40,7 @@ def test_ng_on_chunks_without_dns_writes_the_dns_rows_there_are(tmp_path):
     run_script("ng.py", cap, "--out", tmp_path / "a", "--chunk", "16")
     run_script("ng.py", cap, "--out", tmp_path / "b", "--ports", "9")  # no record matches
     features = json.loads((tmp_path / "a" / "features.json").read_text())
-    assert features["packets"] == 30 and np.load(tmp_path / "a" / "extras.npy").shape == (30, 6)
+    assert features["packets"] == 30 and np.load(tmp_path / "a" / "extras.npy").shape == (30, 7)
     assert json.loads((tmp_path / "b" / "features.json").read_text())["packets"] == 0
 
 
