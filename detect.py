@@ -69,7 +69,7 @@ WORKERS = 0  # processes for several captures (0 = one per core)
 BATCH_SIZE = 65536  # packets per network forward pass
 # -----------------------------------------------------------------------------
 
-MIXED_CASE_WARNING = 0.5  # share of names with upper case that prompts the 0x20 warning (0x20: ~all)
+MIXED_CASE_WARNING = 0.5  # share of names with upper case that prompts the 0x20 warning
 _HEADER = "capture,packet,time,src,dst,qname,qtype,response,score,malicious\n"
 _ID_COLUMNS = ("capture", "packet", "time", "src", "dst", "qname", "qtype", "response")
 
