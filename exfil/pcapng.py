@@ -57,18 +57,26 @@ def _idb(buf: memoryview, off: int, blen: int, order: str) -> tuple[int, int, fl
 
 def _interfaces(buf: memoryview, run: tuple, order: str, ifaces: list, base: int) -> tuple:
     """Read the run's interface blocks into `ifaces` (every interface of the file, sections in
-    turn); per block: (index in `ifaces` of its section's first interface, interfaces read)."""
+    turn). Per block (a scalar for all when the run holds no section or interface block): the
+    index in `ifaces` of its section's first interface, and how many interfaces were read."""
     offs, btype, blen = run
-    defined = len(ifaces) + np.cumsum(btype == IDB)
-    first = np.maximum.accumulate(np.where(btype == PCAPNG_SHB, defined, base))
-    for i in np.flatnonzero(btype == IDB).tolist():
+    idb, shb = btype == IDB, btype == PCAPNG_SHB
+    if not (idb.any() or shb.any()):
+        return base, len(ifaces)
+    defined = len(ifaces) + np.cumsum(idb)
+    first = np.maximum.accumulate(np.where(shb, defined, base))
+    for i in np.flatnonzero(idb).tolist():
         ifaces.append(_idb(buf, int(offs[i]), int(blen[i]), order))
     return first, defined
 
 
-def _lookup(ifaces: list, number: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(link type, units, offset) per packet of interface `number` (-1: none), looked up once
-    per distinct interface."""
+def _lookup(ifaces: list, number: np.ndarray) -> tuple:
+    """(link type, units, offset) per packet of interface `number` (-1: none): scalars when
+    all packets share one interface (the usual case), else arrays, one look-up per interface."""
+    low, high = (int(number.min()), int(number.max())) if len(number) else (-1, -1)
+    if low == high:
+        link, units, shift = ifaces[low] if low >= 0 else NO_INTERFACE
+        return link, np.uint64(units), shift
     ids, slot = np.unique(number, return_inverse=True)
     table = [ifaces[i] if i >= 0 else NO_INTERFACE for i in ids.tolist()]
     link, units, shift = zip(*table, strict=True)
@@ -87,26 +95,43 @@ def _blocks(data: np.ndarray, buf: memoryview, off: int, limit: int, order: str)
 
     `stop` says why fewer came back: None (none missing), "end" (the end of the file),
     "section" (a section in the other byte order is next), or the skip reason of the block that
-    cannot be read: "truncated-record" (it runs past the end of the file), "bad-block" (length
-    under 12 or not a multiple of 4, or the trailing copy of the length differs).
+    cannot be read (`_unsound`). One vector test finds the blocks worth a closer look.
     """
     end = len(data)
     offs = np.asarray(walk(buf, off, limit, order + "I", 4, 0), dtype=np.int64)
     full = len(offs) == limit and offs[-1] < end
     offs = offs[offs < end]
-    btype, blen, bom = fields(data, offs, 0, 3, order).T
-    short = offs + 12 > end
-    malformed = ~short & ((blen < 12) | (blen % 4 != 0))
-    cut = short | ~malformed & (offs + blen > end)
-    tail = fields(data, offs + blen - 4, 0, 1, order)[:, 0]
-    malformed |= ~cut & (tail != blen)
-    other = ~short & (btype == PCAPNG_SHB) & (bom != 0x1A2B3C4D)  # read in this section's order
-    halt = np.flatnonzero(other | malformed | cut)
-    if not len(halt):
-        return offs, btype, blen, None if full else "end"
-    at = halt[0]
-    stop = "section" if other[at] else "bad-block" if malformed[at] else "truncated-record"
-    return offs[:at], btype[:at], blen[:at], stop
+    if not len(offs):  # the last walk ended with the file
+        return offs, offs, offs, "end"
+    head = fields(data, offs - 4, 0, 4, order)  # the block before's trailer, type, length, BOM
+    if offs[0] < 4:  # the file's first block: nothing before it
+        head[0, 1:] = fields(data, offs[:1], 0, 3, order)[0]
+    btype, blen = head[:, 1], head[:, 2]
+    at, size = int(offs[-1]), int(blen[-1])
+    whole = size >= 12 and at + size <= end  # the last trailer: the others come with the next
+    last = struct.unpack_from(order + "I", buf, at + size - 4)[0] if whole else -1
+    tail = np.append(head[1:, 0], last)
+    odd = (blen < 12) | (blen & 3 > 0) | (offs + blen > end) | (tail != blen)
+    for i in np.flatnonzero(odd | (btype == PCAPNG_SHB)).tolist():
+        stop = _unsound(int(offs[i]), *head[i, 1:].tolist(), int(tail[i]), end)
+        if stop:
+            return offs[:i], btype[:i], blen[:i], stop
+    return offs, btype, blen, None if full else "end"
+
+
+def _unsound(off: int, btype: int, blen: int, bom: int, tail: int, end: int) -> str | None:
+    """Why a block cannot be read in this walk, or None: "truncated-record" (it runs past the
+    end of the file), "section" (a section header in the other byte order), "bad-block" (length
+    under 12 or not a multiple of 4, or the trailing copy of the length differs)."""
+    if off + 12 > end:
+        return "truncated-record"
+    if btype == PCAPNG_SHB and bom != 0x1A2B3C4D:  # as read in this section's byte order
+        return "section"
+    if blen < 12 or blen % 4:
+        return "bad-block"
+    if off + blen > end:
+        return "truncated-record"
+    return "bad-block" if tail != blen else None
 
 
 def _run(data: np.ndarray, buf: memoryview, off: int, chunk: int, order: str) -> tuple:
@@ -144,39 +169,53 @@ def _decode(data, buf, parts: list, ifaces: list, base: int, stats: dict) -> tup
     decoded = []
     for offs, btype, blen, order in parts:
         first, defined = _interfaces(buf, (offs, btype, blen), order, ifaces, base)
-        base = int(first[-1]) if len(first) else base
+        base = int(first[-1]) if np.ndim(first) else first
         packet = np.flatnonzero(_is_packet(btype))
-        if len(packet):
+        mine, where = (offs, btype, blen), (first, defined)
+        if len(packet) < len(offs):  # not the usual run of nothing but packets
             mine = offs[packet], btype[packet], blen[packet]
-            where = first[packet], defined[packet]
+            where = (first[packet], defined[packet]) if np.ndim(first) else where
+        if len(packet):
             decoded.append(_packets(data, mine, *where, ifaces, order, stats))
     if not decoded:
         return None, base
     return [np.concatenate(column) for column in zip(*decoded, strict=True)], base
 
 
-def _packets(data: np.ndarray, run: tuple, first, defined, ifaces, order, stats) -> tuple:  # noqa: ANN001
-    """Decode a run's EPB/SPB/PB blocks: (time, data offset, caplen, link, dead)."""
-    offs, btype, blen = run
-    body = fields(data, offs, 8, 5, order)  # EPB: iface, ts_hi, ts_lo, caplen, origlen
+def _layout(offs: np.ndarray, btype: np.ndarray, blen: np.ndarray, body, order: str) -> tuple:  # noqa: ANN001
+    """(interface, caplen, malformed, simple, data offset) of packet blocks; a run of enhanced
+    packet blocks only (the usual one) skips the other two layouts (simple is None then)."""
+    if (btype == 6).all():
+        return body[:, 0], body[:, 3], body[:, 3] > blen - 32, None, offs + 28
     simple = btype == SIMPLE
     iface = np.where(
         btype == 2, body[:, 0] >> 16 if order == ">" else body[:, 0] & 0xFFFF, body[:, 0]
     )
-    iface = np.where(simple, 0, iface)
-    caplen = np.where(simple, np.minimum(body[:, 0], blen - 16), body[:, 3])
-    bad = (caplen < 0) | (caplen > blen - np.where(simple, 16, 32)) | (iface >= defined - first)
+    room = blen - np.where(simple, 16, 32)  # bytes left for the frame
+    caplen = np.where(simple, np.minimum(body[:, 0], room), body[:, 3])
+    bad = (room < 0) | (caplen > room)
+    return np.where(simple, 0, iface), caplen, bad, simple, offs + np.where(simple, 12, 28)
+
+
+def _packets(data: np.ndarray, run: tuple, first, defined, ifaces, order, stats) -> tuple:  # noqa: ANN001
+    """Decode a run's EPB/SPB/PB blocks: (time, data offset, caplen, link, dead)."""
+    offs, btype, blen = run
+    body = fields(data, offs, 8, 5, order)  # EPB: iface, ts_hi, ts_lo, caplen, origlen
+    iface, caplen, bad, simple, start = _layout(offs, btype, blen, body, order)
+    bad |= iface >= defined - first
     link, units, shift = _lookup(ifaces, np.where(bad, -1, first + iface))
-    unusable = ~bad & ~simple & (units == 0)
+    timed = ~bad if simple is None else ~bad & ~simple
+    unusable = timed & (units == 0)
     tally(stats, "bad-block", np.count_nonzero(bad))
     tally(stats, "bad-tsresol", np.count_nonzero(unusable))
-    dead = bad | unusable
+    dead, timed = bad | unusable, timed & ~unusable
     ticks = (body[:, 1].astype(np.uint64) << np.uint64(32)) | body[:, 2].astype(np.uint64)
-    timed = np.flatnonzero(~dead & ~simple)
     time = np.full(len(offs), np.nan)
-    t, u = ticks[timed], units[timed]
-    time[timed] = t // u + (t % u) / u + shift[timed]
-    start = offs + np.where(simple, 12, 28)
+    if np.ndim(units):  # packets of several interfaces
+        t, u = ticks[timed], units[timed]
+        time[timed] = t // u + (t % u) / u + shift[timed]
+    elif units:
+        time = np.where(timed, ticks // units + (ticks % units) / units + shift, np.nan)
     return time, start, np.where(dead, 0, caplen), np.where(dead, -1, link), dead
 
 

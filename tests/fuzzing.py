@@ -1,14 +1,16 @@
-"""Capture builders and byte mutators shared by test_pcapread.py and test_fuzz.py.
+"""Test helpers shared by test_pcapread.py, test_dnsparse.py and test_fuzz.py.
 
 Frames come from scapy (the independent reference); files are packed here by hand so a test
 can put any value in any field: pcap in either byte order and unit, pcapng with several
-interfaces, simple packet blocks, unknown blocks and sections.
+interfaces, simple packet blocks, unknown blocks and sections. Also: a scalar reference DNS
+question parser, readers that collect every column of read_dns, byte mutators, a time limit.
 """
 
 from __future__ import annotations
 
 import signal
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -287,7 +289,7 @@ def mutate(blob: bytes, rng: np.random.Generator, edits: int = 3) -> bytes:
 
 
 @contextmanager
-def time_limit(seconds: float, what: str):  # noqa: ANN201
+def time_limit(seconds: float, what: str) -> Iterator[None]:
     """Raise TimeoutError in the test if the block runs longer than `seconds` (SIGALRM)."""
 
     def fire(signum, frame) -> None:  # noqa: ANN001

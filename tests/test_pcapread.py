@@ -21,6 +21,7 @@ from fuzzing import (
     ip_packets,
     odd_frames,
     pcap_bytes,
+    pcapng_bytes,
     query,
     rows_of,
     same_results,
@@ -91,6 +92,14 @@ def test_chunked_equals_one_shot(tmp_path: Path) -> None:
     whole = rows_of(path)
     for chunk in (1, 2, 5, 13):
         assert rows_of(path, chunk_records=chunk) == whole
+    eth, unknown = frames(1), block(0x0BAD, b"")  # pcapng: sections, blocks between packets
+    blob = pcapng_bytes([(1, 6)], [(0, f) for f in eth[:5]]) + unknown
+    blob += pcapng_bytes([(1, 9)], [], ">") + pcapng_bytes([(1, 6)], [(0, f) for f in eth])
+    path.write_bytes(blob + unknown * 3)
+    whole = rows_of(path)
+    assert len(whole) == len(EXPECTED) + 5
+    for chunk in range(1, 40):  # every way for a walk to end with the file
+        assert rows_of(path, chunk_records=chunk) == whole, chunk
 
 
 def test_not_a_capture_and_cut_header(tmp_path: Path) -> None:
@@ -171,17 +180,21 @@ def skipped(stats: dict) -> int:
 
 
 def timed_rows(path: Path) -> tuple[float, list]:
+    """(best CPU seconds of three reads, rows): the machine running the tests is shared."""
     import time
 
-    start = time.perf_counter()
-    got = rows_of(path)
-    return time.perf_counter() - start, got
+    seconds = []
+    for _ in range(3):
+        start = time.process_time()
+        got = rows_of(path)
+        seconds.append(time.process_time() - start)
+    return min(seconds), got
 
 
 def test_pcapng_walk_is_linear_in_blocks(tmp_path: Path) -> None:
     """Another block after every packet (unknown type, interface, section) once made the walk
     look 8192 blocks ahead per packet: 82 s for 3.5 MB."""
-    eth, n = bytes(ETHER / IP() / UDP(sport=9, dport=53) / query("a.example")), 3000
+    eth, n = bytes(ETHER / IP() / UDP(sport=9, dport=53) / query("a.example")), 2000
     packets = [epb(0, (T0 + i) * 10**6, eth) for i in range(n)]
     other = shb(">") + idb(1, 6, ">") + epb(0, T0 * 10**6, eth, ">")  # a section, other order
     mine = [shb() + idb(1) + b"".join(packets[i : i + 3]) + other for i in range(0, n, 4)]
