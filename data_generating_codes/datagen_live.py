@@ -276,6 +276,16 @@ def _traffic(rng: random.Random, settings: SessionSettings, plans: list[ExfilPla
     background.join(max(0.0, deadline - time.monotonic()))
 
 
+def frame_question(frame: bytes) -> tuple[bytes, int] | None:
+    """(query name, qtype) of a captured UDP DNS frame; None for anything else."""
+    try:
+        payload = udp_payload(frame)[4]
+        qname, end = dnsmsg.read_name(payload, 12)
+    except (TypeError, dnsmsg.DnsError):
+        return None
+    return qname, int.from_bytes(payload[end : end + 2], "big")
+
+
 def prefix_of(address: str) -> str:
     return address.rsplit(".", 1)[0]
 
@@ -288,12 +298,10 @@ def _truth_from_frames(keep: list, plans: list[ExfilPlan], names: dict, rows: li
     cls = np.zeros(len(keep), np.uint8)
     file = np.full(len(keep), -1, np.int32)
     for index, (_, frame) in enumerate(keep):
-        try:
-            payload = udp_payload(frame)[4]
-            qname, end = dnsmsg.read_name(payload, 12)
-            qtype = int.from_bytes(payload[end : end + 2], "big")
-        except (TypeError, dnsmsg.DnsError):
+        question = frame_question(frame)
+        if question is None:
             continue
+        qname, qtype = question
         lower = qname.lower()
         for number, (suffix, bare) in enumerate(suffixes):
             if lower.endswith(suffix) or lower == bare:

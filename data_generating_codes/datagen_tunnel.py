@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from data_generating_codes import benign
-from data_generating_codes.datagen_live import inside
+from data_generating_codes.datagen_live import frame_question, inside
 from data_generating_codes.datagen_plan import ExfilPlan
 from data_generating_codes.datagen_truth import RecordTally
-from exfil import dnsmsg
 from exfil.cli import UserError
-from exfil.sniff import udp_payload
 
 CLIENT_PORTS = (5001, 5002)  # dns2tcpc's local ports in the client namespace
 READY_MARKS = {  # a line each process logs once it is ready
@@ -217,12 +215,10 @@ def classify_frames(keep: list, plans: list[ExfilPlan], transfers: list[Transfer
     cls = np.zeros(len(keep), np.uint8)
     file = np.full(len(keep), -1, np.int32)
     for index, (stamp, frame) in enumerate(keep):
-        try:
-            payload = udp_payload(frame)[4]
-            qname, end = dnsmsg.read_name(payload, 12)
-            qtype = int.from_bytes(payload[end : end + 2], "big")
-        except (TypeError, dnsmsg.DnsError):
+        question = frame_question(frame)
+        if question is None:
             continue
+        qname, qtype = question
         lower = qname.lower()
         if lower.endswith(suffix) or lower == bare:
             file[index] = 0 if stamp <= transfers[0].end else 1
