@@ -309,6 +309,14 @@ def _truth_from_frames(keep: list, plans: list[ExfilPlan], names: dict, rows: li
                 break
         else:
             cls[index] = classes.index(names.get((qname.decode("latin-1"), qtype), benign.ORDINARY))
+    return session_truth(cls, file, keep, classes, plans, rows, hosts[:1], servers)
+
+
+def session_truth(cls: np.ndarray, file: np.ndarray, keep: list, classes: list[str],
+                  plans: list[ExfilPlan], rows: list, attackers: list[str],
+                  servers: list[str]) -> dict:  # fmt: skip
+    """What the truth sidecar is written from: per-record classes and files, tallied with the
+    captured times, the plans, the attacker's log rows in time order, the hosts."""
     tally = RecordTally()
     tally.add(cls, file, np.array([round(t * 1e6) * 1000 for t, _ in keep], dtype=np.int64))
     return {
@@ -316,6 +324,6 @@ def _truth_from_frames(keep: list, plans: list[ExfilPlan], names: dict, rows: li
         "classes": classes,
         "plans": plans,
         "rows": sorted(rows, key=lambda row: row[2]),
-        "attacker_hosts": hosts[:1],
+        "attacker_hosts": attackers,
         "server_hosts": servers,
     }

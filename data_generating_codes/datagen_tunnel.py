@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from data_generating_codes import benign
-from data_generating_codes.datagen_live import frame_question, inside
+from data_generating_codes.datagen_live import frame_question, inside, session_truth
 from data_generating_codes.datagen_plan import ExfilPlan
-from data_generating_codes.datagen_truth import RecordTally
 from exfil.cli import UserError
 
 CLIENT_PORTS = (5001, 5002)  # dns2tcpc's local ports in the client namespace
@@ -225,14 +224,5 @@ def classify_frames(keep: list, plans: list[ExfilPlan], transfers: list[Transfer
             cls[index] = len(classes) - 1
         else:
             cls[index] = classes.index(names.get((qname.decode("latin-1"), qtype), benign.ORDINARY))
-    tally = RecordTally()
-    tally.add(cls, file, np.array([round(t * 1e6) * 1000 for t, _ in keep], dtype=np.int64))
-    return {
-        "tally": tally,
-        "classes": classes,
-        "plans": plans,
-        "rows": sorted(rows, key=lambda row: row[2]),
-        "attacker_hosts": [net.client],
-        "server_hosts": [net.server],
-        "tools": [net.tool],
-    }
+    truth = session_truth(cls, file, keep, classes, plans, rows, [net.client], [net.server])
+    return {**truth, "tools": [net.tool]}

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_det import _exchange as exchange  # send, and wait for the reply with its id
 
 from data_generating_codes.det_codec import answer, plan_queries, read_query
 from data_generating_codes.det_config import DetConfig
@@ -97,17 +98,6 @@ def mutations(valid: list[bytes], count: int, seed: int) -> list[bytes]:
                 data[where] ^= 1 << rng.randrange(8)
         out.append(bytes(data))
     return out
-
-
-def exchange(sock: socket.socket, payload: bytes) -> bytes | None:
-    """Send and wait for the reply with the same id (None after the socket's timeout)."""
-    sock.send(payload)
-    try:
-        while (reply := sock.recv(65535))[:2] != payload[:2]:
-            pass
-    except TimeoutError:
-        return None
-    return reply
 
 
 def send_plan(sock: socket.socket, messages: list[list[tuple[str, str]]], qid: int) -> None:
