@@ -4,7 +4,7 @@
     python evaluate.py --test work/test --data work/train --out results
     python evaluate.py --checkpoints checkpoints/clf.pt --baselines rule --no-plots
     python evaluate.py --time-labels work/test-time/labels.npy   # measure time-rule label noise
-    python evaluate.py --leave-one-out                   # + train without each style, test on it
+    python evaluate.py --leave-one-out                   # + train without each family, test on it
     python evaluate.py --ablation                        # + baselines on unigrams alone
     python evaluate.py --extras                          # baselines on unigrams alone
 
@@ -31,7 +31,14 @@ from exfil.files import save_json, save_text, writable_folder
 from models import anomaly_score, baselines, check_features, load_checkpoint, predict_proba
 from models import domain_metrics as dm
 from models.baselines import BaselineName
-from models.data import Dataset, features_key, load_dataset, split_by_file_and_time, with_extras
+from models.data import (
+    Dataset,
+    features_key,
+    load_dataset,
+    packet_families,
+    split_by_file_and_time,
+    with_extras,
+)
 from models.metrics import binary_metrics, rate_by_group
 from models.nets import Network
 from models.report import domain_table, group_table, main_table, markdown_report
@@ -52,9 +59,9 @@ FOREST_TREES = 100  # trees of the random forest baseline (seeded by the split's
 DOMAIN_RULES = True  # also the per-domain rules: rule_subdomains (RITA), rule_hourly (Zeek)
 MIN_NAMES = 5  # per-domain metrics: alert rule as detect.py's (distinct flagged names) ...
 MIN_SHARE = 0.2  # ... and share of the domain's packets flagged so far
-# leave one style out
-LEAVE_ONE_OUT = False  # for each exfiltration style in DATA: train without it, test on it
-LOO_NETWORKS: list[Network] = ["clf", "ae_clf", "lstm"]  # retrained per held-out style (lstm: slow)
+# leave one family out
+LEAVE_ONE_OUT = False  # for each tunnel family in DATA: train without it, test on it
+LOO_NETWORKS: list[Network] = ["clf", "ae_clf", "lstm"]  # retrained per held-out family (slow)
 # output
 OUT = "results"  # folder for metrics.json, report.md and plots
 PLOTS = True  # write PNG plots
@@ -173,7 +180,7 @@ def score_baselines(test: Dataset, split: SplitConfig) -> dict:
 
 
 def packet_groups(test: Dataset) -> dict:
-    """Group id arrays + names: per exfiltrated file, per style, per class, per qtype."""
+    """Group id arrays + names: per exfiltrated file, style, family, class, qtype."""
     groups = {}
     info = test.info
     if test.files is not None and (test.files >= 0).any():
@@ -183,6 +190,10 @@ def packet_groups(test: Dataset) -> dict:
         style_of = np.array([styles.index(f.get("style", "?")) for f in info.get("files", [])])
         per_packet = np.where(test.files >= 0, style_of[np.maximum(test.files, 0)], -1)
         groups["style"] = (per_packet, styles, test.files >= 0)
+        families = packet_families(test)
+        names = sorted(set(families[test.files >= 0]))
+        ids = np.array([names.index(f) if f else -1 for f in families.tolist()], np.int64)
+        groups["family"] = (ids, names, test.files >= 0)
     if test.classes is not None:
         groups["class"] = (test.classes, info.get("classes"), np.ones(len(test), bool))
     if test.qtypes is not None:  # ld.py's qtypes.npy, as packets.csv spells them
@@ -255,7 +266,7 @@ def summarise(result: dict, labels: np.ndarray, groups: dict, test: Dataset, whe
 
 
 def run_leave_one_out(test: Dataset, loaded: list, config: dict, out: Path) -> None:
-    """Train without each style, test on it; save leave_one_out.json (report.md shows it)."""
+    """Train without each family, test on it; save leave_one_out.json (report.md shows it)."""
     import tempfile
 
     from models.loo import leave_one_out, loo_tables
@@ -288,7 +299,7 @@ def write_plots(results: dict, histories: dict, labels: np.ndarray, out: Path) -
 def print_summary(metrics: dict, context: dict) -> None:
     """The metrics table, the per-group tables, and how noisy the time labels are."""
     print(main_table(metrics))
-    for key in ("recall_per_file", "recall_per_style", "flagged_per_class"):
+    for key in ("recall_per_file", "recall_per_style", "recall_per_family", "flagged_per_class"):
         table = group_table(metrics, key)
         if table:
             print("\n" + table)

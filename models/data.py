@@ -151,6 +151,22 @@ def file_styles(data: Dataset, ids: np.ndarray) -> list:
     ]
 
 
+def file_families(info: dict) -> list[str]:
+    """The tunnel family of each file in labels.json "files" (older truth: its style)."""
+    entries = info.get("files", []) if isinstance(info, dict) else []
+    return [
+        str(e.get("family") or e.get("style") or "?") if isinstance(e, dict) else "?"
+        for e in entries
+    ]
+
+
+def packet_families(data: Dataset) -> np.ndarray:
+    """Per packet: the family of its exfiltrated file, "" for packets outside files."""
+    families = np.array([*file_families(data.info), ""], object)
+    files = data.files if data.files is not None else np.full(len(data), -1)
+    return families[np.where(files >= 0, files, len(families) - 1)]
+
+
 def held_out_files(ids: np.ndarray, styles: list, count: int, seed: int) -> np.ndarray:
     """A seeded choice of `count` file ids to validate on, stratified by style.
 

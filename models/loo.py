@@ -1,11 +1,15 @@
-"""Leave one exfiltration style out: train without it, then measure recall on it.
+"""Leave one tunnel family out: train without it, then measure how it is caught.
 
-For each style in the training folder: its files are removed, the networks are retrained
-in-process by their recipes with the settings of the checkpoints being evaluated (same honest
-split) on what is left, and the baselines are fitted the same way. Recall is measured on that
-style's packets from the training folder (never trained on) and from the test folder;
-false-positive rates on the test folder's benign traffic, per benign class. This is the
-question a deployed detector faces: a tool it never saw.
+A family is a tool (DET and its presets, iodine, dns2tcp, the modelled dnscat2, beacon, ...):
+labels.json names each file's family (older truth files: its style). For each family in the
+training folder its files are removed, the networks are retrained in-process by their recipes
+with the settings of the checkpoints being evaluated (same honest split) on what is left, and
+the baselines are fitted the same way. Recall is measured on that family's packets from the
+training folder (never trained on) and from the test folder; false-positive rates on the test
+folder's benign traffic, per benign class; per domain, the family's domains alerted and the
+test's benign domains alerted, by detect.py's alert rule, beside the two domain-level rules
+(which learn nothing, so they are the same in every run). This is the question a deployed
+detector faces: a tool it never saw.
 """
 
 from __future__ import annotations
@@ -19,19 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from exfil.cli import UserError
+from models import domain_metrics as dm
 from models.baselines import Baseline
 from models.checkpoint import load_checkpoint, predict_proba
-from models.data import Dataset, save_dataset, split_by_file_and_time, with_extras
+from models.data import (
+    Dataset,
+    packet_families,
+    save_dataset,
+    split_by_file_and_time,
+    with_extras,
+)
 from models.distributed import Dist
 from models.recipes import RECIPES
 from models.settings import RunConfig, SplitConfig
-
-
-def packet_styles(data: Dataset) -> np.ndarray:
-    """Per packet: the style of its exfiltrated file, "" for packets outside files."""
-    styles = np.array([f.get("style", "?") for f in data.info.get("files", [])] + [""], object)
-    files = data.files if data.files is not None else np.full(len(data), -1)
-    return styles[np.where(files >= 0, files, len(styles) - 1)]
 
 
 def _train_network(network: str, folder: Path, settings: RunConfig) -> tuple:
@@ -65,6 +69,44 @@ def _scorers(
     return models
 
 
+def _domain_counts(held: list[Dataset], flags: list[np.ndarray], rule, config: dict) -> dict:
+    """Tunnel domains of the held family alerted (all held sets), benign ones (the test's)."""
+    total = dict.fromkeys(("tunnel_alerted", "tunnel_total", "benign_alerted", "benign_total"), 0)
+    for data, flagged in zip(held, flags, strict=True):
+        if not len(data):
+            continue
+        domain, _, name = dm.packet_domains(data.qname_bytes, data.qname_len)
+        if rule == "rule_subdomains":
+            first = dm.first_alerts(domain, name, np.ones(len(data), bool), dm.RITA_NAMES, 0.0)
+        elif rule == "rule_hourly":
+            first = dm.hourly_alerts(domain, name, data.times)
+        else:
+            first = dm.first_alerts(domain, name, flagged, config["min_names"], config["min_share"])
+        summary = dm.domain_summary(domain, data.labels, first, data.times)
+        for key in total:
+            total[key] += summary[key]
+    return total
+
+
+def _rule_scorers(held: list[Dataset]) -> dict:
+    """The two domain rules as (score, threshold): causal per-packet flags on each held set."""
+
+    def rule(kind: str):  # noqa: ANN202
+        def score(d: Dataset) -> np.ndarray:
+            domain, _, name = dm.packet_domains(d.qname_bytes, d.qname_len)
+            if kind == "rule_hourly":
+                first = dm.hourly_alerts(domain, name, d.times)
+            else:
+                first = dm.first_alerts(domain, name, np.ones(len(d), bool), dm.RITA_NAMES, 0.0)
+            return dm.flags_after(domain, first).astype(np.float32)
+
+        return score, 0.5
+
+    timed = all(d.times is not None for d in held)
+    kinds = ["rule_subdomains"] + (["rule_hourly"] if timed else [])
+    return {kind: rule(kind) for kind in kinds}
+
+
 def leave_one_out(
     data: Dataset,
     test: Dataset,
@@ -74,57 +116,76 @@ def leave_one_out(
     config: dict,
     work: Path,
 ) -> dict:
-    """{style: {model: {recall, packets, fpr, fpr_per_class}}} for every style in `data`.
+    """{family: {model: {recall, packets, fpr, fpr_per_class, domains}}} per family in `data`.
 
     `runs` maps each network to retrain to its training settings; `config` holds the
-    baselines' `extras` and `forest_trees`.
+    baselines' `extras` and `forest_trees` and the alert rule's `min_names` / `min_share`.
     """
-    data_styles, test_styles = packet_styles(data), packet_styles(test)
-    styles = sorted(set(data_styles) - {""})
-    if len(styles) < 2:
-        raise UserError(f"leave-one-out needs two or more exfiltration styles in {data.folder}")
-    benign = test.subset(np.flatnonzero(test.labels == 0))
+    data_families, test_families = packet_families(data), packet_families(test)
+    families = sorted(set(data_families) - {""})
+    if len(families) < 2:
+        raise UserError(f"leave-one-out needs two or more tunnel families in {data.folder}")
+    is_benign = test.labels == 0
+    benign = test.subset(np.flatnonzero(is_benign))
     class_names = test.info.get("classes", [])
     results = {}
-    for style in styles:
-        print(f"leave-one-out: training without style {style!r}", flush=True)
-        sub = data.subset(np.flatnonzero(data_styles != style))
-        folder = save_dataset(sub, work / ("without-" + re.sub(r"[^A-Za-z0-9_.-]", "_", style)))
-        held = [
-            d.subset(np.flatnonzero(s == style))
-            for d, s in ((data, data_styles), (test, test_styles))
-        ]
-        results[style] = {}
+    for family in families:
+        print(f"leave-one-out: training without family {family!r}", flush=True)
+        sub = data.subset(np.flatnonzero(data_families != family))
+        folder = save_dataset(sub, work / ("without-" + re.sub(r"[^A-Za-z0-9_.-]", "_", family)))
+        held_train = data.subset(np.flatnonzero(data_families == family))
+        held_test = test.subset(np.flatnonzero(is_benign | (test_families == family)))
+        in_test = held_test.labels == 1
+        results[family] = {}
         scorers = _scorers(runs, baselines, sub, folder, split, config)
+        scorers.update(_rule_scorers([held_train, held_test]))
         for name, (score, threshold) in scorers.items():
-            flagged_style = np.concatenate([score(d) >= threshold for d in held if len(d)])
-            flagged_benign = score(benign) >= threshold if len(benign) else np.zeros(0, bool)
+            flags = [score(d) >= threshold if len(d) else np.zeros(0, bool)
+                     for d in (held_train, held_test)]  # fmt: skip
+            flagged_family = np.concatenate([flags[0], flags[1][in_test]])
+            flagged_benign = flags[1][~in_test]
             per_class = {}
             if benign.classes is not None:
                 for value in np.unique(benign.classes):
                     mask = benign.classes == value
                     key = class_names[value] if value < len(class_names) else str(value)
                     per_class[key] = float(flagged_benign[mask].mean())
-            results[style][name] = {
-                "recall": float(flagged_style.mean()),
-                "packets": int(len(flagged_style)),
+            results[family][name] = {
+                "recall": float(flagged_family.mean()) if len(flagged_family) else None,
+                "packets": int(len(flagged_family)),
                 "fpr": float(flagged_benign.mean()) if len(flagged_benign) else None,
                 "fpr_per_class": per_class,
+                "domains": _domain_counts([held_train, held_test], flags, name, config),
             }
     return results
 
 
 def loo_tables(results: dict) -> str:
-    """Markdown: recall per held-out style, then FPR per benign class (worst over styles)."""
+    """Markdown: recall per held-out family, domains alerted, then FPR per benign class."""
     models = list(next(iter(results.values())))
     lines = [
-        "| held-out style | packets | " + " | ".join(models) + " |",
+        "| held-out family | packets | " + " | ".join(models) + " |",
         "|" + "---|" * (len(models) + 2),
     ]
-    for style, by_model in results.items():
+    for family, by_model in results.items():
         packets = next(iter(by_model.values()))["packets"]
-        cells = [f"{by_model[m]['recall']:.4f}" for m in models]
-        lines.append(f"| {style} | {packets} | " + " | ".join(cells) + " |")
+        cells = ["n/a" if by_model[m]["recall"] is None else f"{by_model[m]['recall']:.4f}"
+                 for m in models]  # fmt: skip
+        lines.append(f"| {family} | {packets} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| held-out family: tunnel domains alerted, benign domains alerted | "
+        + " | ".join(models)
+        + " |",
+        "|" + "---|" * (len(models) + 1),
+    ]
+    for family, by_model in results.items():
+        cells = []
+        for m in models:
+            d = by_model[m]["domains"]
+            cells.append(f"{d['tunnel_alerted']}/{d['tunnel_total']}, "
+                         f"{d['benign_alerted']}/{d['benign_total']}")  # fmt: skip
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
     classes = sorted({c for r in results.values() for m in r.values() for c in m["fpr_per_class"]})
     lines += [
         "",

@@ -72,6 +72,7 @@ def _render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
 GROUPS = {
     "recall_per_file": "Recall per exfiltrated file",
     "recall_per_style": "Recall per exfiltration style",
+    "recall_per_family": "Recall per tunnel family",
     "recall_per_qtype": "Recall per query type (malicious packets)",
     "flagged_per_class": "Share flagged per traffic class (recall for exfil/*, FPR for benign/*)",
 }
@@ -127,11 +128,13 @@ def markdown_report(metrics: dict, context: dict, plots: list[str]) -> str:
         ]
     if context.get("leave_one_out"):
         parts += [
-            "## Leave one style out",
+            "## Leave one family out",
             "",
-            "Each row: the models retrained without that exfiltration style (evaluate.py "
-            "--leave-one-out), recall on its packets; then false-positive rates on the "
-            "test capture's benign traffic.",
+            "Each row: the models retrained without that tunnel family (evaluate.py "
+            "--leave-one-out), recall on its packets; its domains alerted and the test "
+            "capture's benign domains alerted; then false-positive rates on the test "
+            "capture's benign traffic. The two domain rules learn nothing: their rows show "
+            "the same rule on each held-out family.",
             "",
             context["leave_one_out"],
             "",

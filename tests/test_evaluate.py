@@ -178,10 +178,21 @@ def test_command_line_error_has_no_traceback(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def _name_families(folder, families: dict) -> None:
+    """Give each file of a dataset folder the family its style maps to (labels.json)."""
+    path = folder / "labels.json"
+    info = json.loads(path.read_text())
+    for entry in info["files"]:
+        entry["family"] = families[entry["style"]]
+    path.write_text(json.dumps(info))
+
+
 @pytest.mark.slow
-def test_leave_one_out_trains_without_each_style_and_reports_it(setup, tmp_path, capsys):
+def test_leave_one_out_trains_without_each_family_and_reports_it(setup, tmp_path, capsys):
     train = make_dataset(tmp_path / "train", packets=800, seed=21, files=4, styles=2)
     test = make_dataset(tmp_path / "test", packets=500, seed=22, files=2, styles=2)
+    for folder in (train, test):
+        _name_families(folder, {"det": "det", "base32": "tooly"})
     out = tmp_path / "results"
     argv = [
         "--data",
@@ -197,19 +208,28 @@ def test_leave_one_out_trains_without_each_style_and_reports_it(setup, tmp_path,
         "clf",
         "--baselines",
         "rule",
-        "--checkpoints",  # its settings (3 epochs, batch 64) are what each style retrains with
+        "--checkpoints",  # its settings (3 epochs, batch 64) are what each family retrains with
         setup[3][1],
         "--no-plots",
     ]
     assert run_script("evaluate", argv) == 0
-    assert capsys.readouterr().out.count("clf: validation F1") == 2  # in-process, once per style
+    printed = capsys.readouterr().out
+    assert printed.count("clf: validation F1") == 2  # in-process, once per family
+    assert "training without family 'tooly'" in printed
     loo = json.loads((out / "leave_one_out.json").read_text())
-    assert set(loo) == {"det", "base32"}
-    styles = np.load(test / "classes.npy")
-    for style, by_model in loo.items():
-        assert set(by_model) == {"clf", "rule"}
-        held_in_test = int((styles == 2 + ("det", "base32").index(style)).sum())
-        assert by_model["clf"]["packets"] > held_in_test  # training-folder packets of the style too
-        assert 0 <= by_model["clf"]["recall"] <= 1
-        assert set(by_model["clf"]["fpr_per_class"]) <= {"benign/ordinary", "benign/cdn-hash"}
-    assert "Leave one style out" in (out / "report.md").read_text()
+    assert set(loo) == {"det", "tooly"}
+    classes = np.load(test / "classes.npy")
+    for family, by_model in loo.items():
+        assert {"clf", "rule", "rule_subdomains"} <= set(by_model)
+        held_in_test = int((classes == 2 + ("det", "tooly").index(family)).sum())
+        clf = by_model["clf"]
+        assert clf["packets"] > held_in_test  # training-folder packets of the family too
+        assert 0 <= clf["recall"] <= 1
+        assert set(clf["fpr_per_class"]) <= {"benign/ordinary", "benign/cdn-hash"}
+        domains = clf["domains"]
+        assert domains["tunnel_total"] >= 1 and domains["benign_total"] >= 1
+        assert 0 <= domains["tunnel_alerted"] <= domains["tunnel_total"]
+        # the rules learn nothing: the same flags whichever family is held out of training
+        assert by_model["rule_subdomains"]["packets"] == clf["packets"]
+    report = (out / "report.md").read_text()
+    assert "Leave one family out" in report and "tunnel domains alerted" in report
