@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_generating_codes import benign
+from data_generating_codes import benign, families
 from data_generating_codes.datagen_cache import DiskCache
 from data_generating_codes.datagen_plan import (
     ExfilPlan,
@@ -31,7 +31,6 @@ from data_generating_codes.datagen_plan import (
 )
 from data_generating_codes.datagen_sort import Block, RunSorter
 from data_generating_codes.datagen_truth import RecordTally
-from data_generating_codes.det_codec import answer
 from exfil.cli import UserError
 from exfil.dnsmsg import pack_query, qtype_number
 from exfil.files import atomic_path
@@ -61,22 +60,37 @@ def latency(rng: random.Random, cached: bool) -> float:
 
 
 def add_exfiltration(rng: random.Random, packets: RunSorter, plans: list[ExfilPlan],
-                     classes: list[str], attacker: int,
-                     resolver: int) -> list[tuple[float, float]]:  # fmt: skip
-    """Every planned query from the attacker and the DET server's answer via the resolver;
-    returns each file's (first, last) packet time."""
+                     classes: list[str], attacker: int, resolver: int,
+                     mixed_case: float = 0.0) -> list[tuple[float, float]]:  # fmt: skip
+    """Every planned query from the attacker and its server's answer (DET's, or the modelled
+    family's) via the resolver; returns each file's (first, last) packet time.
+
+    With `mixed_case`, that share of the case-blind channels (families.case_blind) is seen
+    behind a DNS 0x20 resolver: each name with its letters' case randomised, the answer built
+    for the name as the client wrote it and echoing the question as sent. Benign sessions get
+    the same share (BenignModel), so letter case tells neither class apart.
+    """
     windows = []
     for index, plan in enumerate(plans):
-        cfg, cls, last = plan.cfg, classes.index(f"exfil/{plan.style}"), -math.inf
+        cls, last = classes.index(f"exfil/{plan.style}"), -math.inf
+        answer = families.responder(plan.cfg)  # one per file: a beacon's server counts check-ins
+        mixed = bool(mixed_case) and families.case_blind(plan.cfg) and rng.random() < mixed_case
         for message, offsets in zip(*plan.replay(), strict=True):
             for (qname, qtype), offset in zip(message, offsets, strict=True):
                 when, sport = plan.start + offset, 32768 + int(rng.random() * 28232)
-                query = pack_query(rng.getrandbits(16), qname, qtype_number(qtype))
-                packets.add((when, attacker, resolver, sport, 53, query, cls, index))
+                qid, number = rng.getrandbits(16), qtype_number(qtype)
+                written = pack_query(qid, qname, number)
+                if mixed:
+                    sent = pack_query(qid, benign.randomise_case(qname, rng), number)
+                else:
+                    sent = written
+                packets.add((when, attacker, resolver, sport, 53, sent, cls, index))
                 last = max(last, when)
-                reply = answer(query, cfg)
-                if reply is not None:  # a resolver relays it without the AA bit
+                reply = answer(written)
+                if reply is not None:  # a resolver relays it without the AA bit, 0x20 echoed
                     reply = reply[:2] + bytes([reply[2] & ~0x04]) + reply[3:]
+                    if sent is not written and reply[12 : len(written)] == written[12:]:
+                        reply = reply[:12] + sent[12:] + reply[len(written) :]
                     wait = latency(rng, False)
                     packets.add((when + wait, resolver, attacker, 53, sport, reply, cls, index))
                     last = max(last, when + wait)
@@ -91,7 +105,11 @@ def _session_starts(rng: random.Random, settings: SessionSettings, count: int,
     those sessions again (drawn once here, to count them, and not kept)."""
     replay = random.Random()
     replay.setstate(rng.getstate())
-    model, sessions, lookups = benign.BenignModel(rng, settings.shares), 0, 0
+    model, sessions, lookups = (
+        benign.BenignModel(rng, settings.shares, mixed_case=settings.mixed_case),
+        0,
+        0,
+    )
     while 2 * lookups < count:
         lookups += len(model.session())
         sessions += 1
@@ -105,9 +123,9 @@ def add_benign(rng: random.Random, packets: RunSorter, count: int, length: float
     """`count` benign packets from all hosts; returns (time, first name) of the attacker's
     sessions that start outside every window in `logged` (they go to logs.csv)."""
     starts, replay = _session_starts(rng, settings, count, length)
-    sessions = benign.BenignModel(replay, settings.shares)
+    sessions = benign.BenignModel(replay, settings.shares, mixed_case=settings.mixed_case)
     cache = DiskCache(packets.folder / "answers")  # beside the sort's runs
-    model = benign.BenignModel(rng, settings.shares, cache)
+    model = benign.BenignModel(rng, settings.shares, cache, mixed_case=settings.mixed_case)
     budget, started, add, query = count, [], packets.add, model.query
     class_index = {cls: classes.index(cls) for cls in benign.CLASSES}
     progress = tqdm(total=count, unit="pkt", disable=count < _PROGRESS_FROM or None, leave=False)
@@ -178,13 +196,18 @@ def offline_session(rng: random.Random, settings: SessionSettings, out: Path, se
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.sort-", dir=out.parent) as folder:
         packets = RunSorter(Path(folder), round(start_time * 1e9))
-        windows = add_exfiltration(rng, packets, plans, classes, ATTACKER, resolver)
+        windows = add_exfiltration(
+            rng, packets, plans, classes, ATTACKER, resolver, settings.mixed_case
+        )
         if len(packets) >= total:
             raise UserError(f"exfiltration alone needs {len(packets)} packets: raise --packets")
         started = add_benign(rng, packets, total - len(packets), length, classes, resolver,
                              settings, windows)  # fmt: skip
         tally = write_capture(out, packets.merged(), ipv4_to_int([*hosts, RESOLVER]),
                               nanosecond=settings.nanosecond, seed=seed)  # fmt: skip
+    for plan in plans:  # no one suffix covers a dga's or a tagged dnscat2's names: list them
+        if (domains := families.name_domains(plan.cfg, plan.replay()[0])) is not None:
+            plan.extra.update(domain=domains[0], domains=domains)
     rows = [("exfil", p.path.name, start_time + p.start) for p in plans]
     rows += [("benign", name, start_time + when) for when, name in started]
     return {

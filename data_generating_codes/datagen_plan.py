@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from data_generating_codes import benign
+from data_generating_codes import benign, families
 from data_generating_codes.det_codec import plan_queries, schedule
 from data_generating_codes.det_config import DetConfig, style_config
 from data_generating_codes.det_styles import STYLES
+from data_generating_codes.families_wire import FamilyConfig
 from exfil.cli import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ class SessionSettings:
     duration: float  # seconds of session time (stretched when exfiltration needs more)
     start_time: float  # epoch of the session start (offline)
     exfil_share: float  # target share of malicious packets
-    styles: tuple[str, ...]  # style names, "all" already expanded (see expand_styles)
+    styles: tuple[str, ...]  # style names, selectors already expanded (see expand_styles)
     files: tuple[str, ...]  # names or globs under exfil_dir
     exfil_dir: str  # folder of files to exfiltrate (relative: to the cwd, else the repo)
     passphrase: str  # DET AES passphrase
@@ -43,6 +44,7 @@ class SessionSettings:
     nanosecond: bool  # pcap/pcapng with nanosecond timestamps
     sleep_scale: float  # live/netns: factor on DET's sleeps and benign inter-arrival times
     live_timeout: float  # live/netns: give up after this many seconds
+    mixed_case: float = 0.0  # share of benign sessions and case-blind exfiltrations in DNS 0x20
 
     @property
     def exfil_budget(self) -> int:
@@ -80,21 +82,27 @@ class ExfilPlan:
 
     path: Path
     data: bytes  # the file's contents, read once
-    style: str  # a det_styles.STYLES name
-    cfg: DetConfig  # the channel: attacker domain and style (live: the server's address too)
-    job_id: str  # DET's job id (live: the one the client actually drew)
+    style: str  # a det_styles.STYLES or families.STYLES name (--tool: the tool's)
+    cfg: DetConfig | FamilyConfig  # the channel: attacker domain and style (live: the server)
+    job_id: str  # DET's job id (live: the one the client drew); else the session/beacon id
     queries: int  # queries the plan sends (each gets one answer)
     length: float  # seconds from the first query to the last
     draws: RngState  # the planner's generator just before it drew the queries and their times
     start: float = 0.0  # session seconds of the first query (place_in_time)
     received: bool | None = None  # live/netns: did det.py's server rebuild the file?
-    extra: dict = field(default_factory=dict)  # --tool: tool, direction, md5_received, seconds
+    extra: dict = field(default_factory=dict)  # --tool: tool, direction, md5_received, seconds;
+    # offline dga / dnscat2-tag: domains (every name: no one suffix covers them) and domain
+
+    @property
+    def family(self) -> str:
+        """The tunnel family (families.family_of): det, dnscat2, ..., or the real tool."""
+        return families.family_of(self.style)
 
     def replay(self) -> tuple[list[list[tuple[str, str]]], list[list[float]]]:
         """(qname, qtype) of every query per message, and their send offsets from `start`."""
         rng = self.draws.generator()
-        _, messages = plan_queries(self.data, self.path.name, self.cfg, rng)
-        return messages, schedule(messages, self.cfg, rng)
+        _, messages, times = families.plan(self.data, self.path.name, self.cfg, rng)
+        return messages, times
 
 
 # ---------------------------------------------------------------------------
@@ -102,10 +110,9 @@ class ExfilPlan:
 
 
 def expand_styles(names: Iterable[str]) -> tuple[str, ...]:
-    """Names with "all" expanded; det-slow only when named (it stretches a session to hours)."""
-    every = [style for style in STYLES if style != "det-slow"]
-    chosen = (s for style in names for s in (every if style == "all" else [style]))
-    return tuple(dict.fromkeys(chosen))
+    """Names with the selectors expanded (families.expand: "all" is DET's presets but det-slow,
+    which stretches a session to hours and comes only when named)."""
+    return families.expand(names)
 
 
 def exfil_files(settings: SessionSettings) -> list[Path]:
@@ -139,6 +146,20 @@ def attacker_domain(rng: random.Random, taken: set[str]) -> str:
 # the plans
 
 
+def _plan_one(rng: random.Random, style: str, base: DetConfig, taken: set[str], path: Path,
+              data: bytes) -> tuple:  # fmt: skip
+    """(cfg, draws, job id, messages, send offsets or None) of one file in one style; DET draws
+    its offsets later, only for a plan that fits (the order its seeds have always drawn in)."""
+    domain = attacker_domain(rng, taken)
+    if style in STYLES:
+        cfg = style_config(style, replace(base, domain=domain))
+        draws = RngState.of(rng)
+        return cfg, draws, *plan_queries(data, path.name, cfg, rng), None
+    cfg = families.style_config(style, domain, base.passphrase)
+    draws = RngState.of(rng)
+    return cfg, draws, *families.plan(data, path.name, cfg, rng)
+
+
 def plan_exfiltration(rng: random.Random, settings: SessionSettings) -> list[ExfilPlan]:
     """Choose (file, style, domain) triples whose packets fit the budget, and plan their queries.
 
@@ -162,13 +183,12 @@ def plan_exfiltration(rng: random.Random, settings: SessionSettings) -> list[Exf
                 style = styles[(len(plans) + offset) % len(styles)]
                 if 2 * per_byte.get(style, 0) * packed[path] > 1.2 * (budget - used):
                     continue  # planning is slow (AES, base-N): skip what cannot fit
-                cfg = style_config(style, replace(base, domain=attacker_domain(rng, taken)))
-                draws = RngState.of(rng)
-                job_id, messages = plan_queries(data, path.name, cfg, rng)
+                cfg, draws, job_id, messages, times = _plan_one(rng, style, base, taken, path,
+                                                                data)  # fmt: skip
                 queries = sum(len(m) for m in messages)
                 per_byte[style] = min(per_byte.get(style, 1e9), queries / packed[path])
                 if used + 2 * queries <= budget:
-                    length = schedule(messages, cfg, rng)[-1][-1]
+                    length = (times or schedule(messages, cfg, rng))[-1][-1]
                     plans.append(ExfilPlan(path, data, style, cfg, job_id, queries, length, draws))
                     used, added = used + 2 * queries, True
                     break

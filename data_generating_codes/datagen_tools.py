@@ -135,7 +135,9 @@ def _run(rng: random.Random, out: Path, settings: SessionSettings, plans: list[E
         ours = {socket.inet_aton(a) for a in (net.client, net.host, net.resolver)}
         writer = stack.enter_context(CaptureWriter(out, nanosecond=settings.nanosecond))
         sniffer.start(writer, keep, lambda f: f[26:30] in ours and f[30:34] in ours)
-        model = benign.BenignModel(random.Random(rng.getrandbits(64)), settings.shares)
+        model = benign.BenignModel(
+            random.Random(rng.getrandbits(64)), settings.shares, mixed_case=settings.mixed_case
+        )
         threading.Thread(target=_resolver, args=(upstream, model, names, stop), daemon=True).start()
         logs = start_resolver(stack, net, deadline)
         background = threading.Thread(
@@ -199,7 +201,9 @@ def _benign_host(
 ) -> None:
     """Ordinary lookups through the same dnsmasq while the tunnel runs."""
     rng = random.Random(seed)
-    model = benign.BenignModel(random.Random(rng.getrandbits(64)), settings.shares)
+    model = benign.BenignModel(
+        random.Random(rng.getrandbits(64)), settings.shares, mixed_case=settings.mixed_case
+    )
     while not stop.wait(rng.expovariate(1 / BENIGN_GAP)):
         for cls, qname, qtype, _ in model.session():
             names.setdefault((qname, qtype), cls)

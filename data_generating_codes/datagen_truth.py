@@ -67,12 +67,16 @@ def truth_document(out: Path, session: dict, config: dict, mode: str, seed: int)
         files.append({
             "file": plan.path.name, "md5": hashlib.md5(plan.data).hexdigest(),
             "bytes": len(plan.data), "job_id": plan.job_id, "style": plan.style,
-            "domain": plan.cfg.domain, "first_record": first, "last_record": last,
-            "records": count, "start_time": first_ns / 1e9, "end_time": last_ns / 1e9,
+            "family": plan.family, "domain": plan.cfg.domain, "first_record": first,
+            "last_record": last, "records": count, "start_time": first_ns / 1e9,
+            "end_time": last_ns / 1e9,
         })  # fmt: skip
         if plan.received is not None:  # live/netns: did det.py's server rebuild the file?
             files[-1]["received"] = plan.received
-        files[-1].update(plan.extra)  # --tool sessions: tool, direction, md5_received
+        files[-1].update(plan.extra)  # --tool: tool, direction, md5_received; dga: domains
+    # a dga (or tagged dnscat2) file lists every name it used in "domains"
+    every = (d for entry in files for d in entry.get("domains", [entry["domain"]]))
+    exfil_domains = list(dict.fromkeys(every))
     document = {
         "format": "exfil-detect-truth/1",
         "capture": out.name,
@@ -80,7 +84,7 @@ def truth_document(out: Path, session: dict, config: dict, mode: str, seed: int)
         "seed": seed,
         "records": tally.records,
         "malicious_records": tally.malicious,
-        "exfil_domains": list(dict.fromkeys(entry["domain"] for entry in files)),
+        "exfil_domains": exfil_domains,
         "attacker_hosts": session["attacker_hosts"],
         "server_hosts": session["server_hosts"],
         "files": files,

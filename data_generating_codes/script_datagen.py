@@ -1,4 +1,4 @@
-"""A capture session: benign DNS lookups plus DET-style exfiltrations, with exact ground truth.
+"""A capture session: benign DNS lookups plus DET (or modelled tunnel) exfiltrations, exact truth.
 
     python data_generating_codes/script_datagen.py --mode offline --packets 20000 --seed 1 \
         --out work/train.pcap
@@ -39,7 +39,9 @@ START_TIME = 1767225600.0  # epoch of the session start (offline)
 NANOSECOND = False  # pcap/pcapng with nanosecond timestamps
 # exfiltration
 EXFIL_SHARE = 0.10  # target share of malicious packets (0.05-0.20)
-STYLES = ["all"]  # exfil styles to draw from (det_styles.STYLES; all = every one but det-slow)
+# styles: DET's presets (det_styles.STYLES) and, offline only, the modelled families'
+# (families.STYLES: dnscat2-*, beacon-*, dga-*, dnsexfiltrator-*); family:det = all
+STYLES = ["all"]  # exfil styles; all = DET's but det-slow, family:NAME = a family's, all-families
 FILES = ["*"]  # names or globs under EXFIL_DIR to exfiltrate
 EXFIL_DIR = "data_generating_codes/ExfiltrationData"  # folder of files to exfiltrate
 PASSPHRASE = "exfil-detect"  # DET AES passphrase
@@ -55,6 +57,10 @@ SHARE_SRV = 0.01  # share: SRV service discovery
 SHARE_DNSBL = 0.01  # share: DNSBL reversed-address lookups
 SHARE_CHROME_PROBE = 0.01  # share: Chromium random single-label probes
 SHARE_WORDY_LONG = 0.02  # share: long but wordy names
+SHARE_AD_INTERNAL = 0.015  # share: Active Directory / internal names (DC locator, WIN-/DESKTOP-)
+SHARE_DNS_SD = 0.01  # share: unicast DNS-SD / Bonjour lookups (browse PTR, instance SRV/TXT)
+SHARE_TELEMETRY = 0.02  # share: vendor telemetry / analytics hosts with org or project ids
+MIXED_CASE = 0.2  # share of benign sessions and case-blind tunnels seen behind a DNS 0x20 resolver
 # live / netns
 SLEEP_SCALE = 0.001  # live/netns: factor on DET's sleeps and benign inter-arrival times
 LIVE_TIMEOUT = 120.0  # live/netns: give up after this many seconds
@@ -62,7 +68,7 @@ LIVE_TIMEOUT = 120.0  # live/netns: give up after this many seconds
 TOOL: Literal["", "iodine", "dns2tcp"] = ""  # "": DET; else that real tunnel through dnsmasq
 # ---------------------------------------------------------------------------
 
-from data_generating_codes import benign  # noqa: E402
+from data_generating_codes import benign, families  # noqa: E402
 from data_generating_codes.datagen_offline import offline_session  # noqa: E402
 from data_generating_codes.datagen_plan import SessionSettings, expand_styles  # noqa: E402
 from data_generating_codes.datagen_truth import write_sidecars  # noqa: E402
@@ -90,7 +96,7 @@ def session_settings() -> SessionSettings:
         packets=PACKETS, duration=DURATION, start_time=START_TIME, exfil_share=EXFIL_SHARE,
         styles=expand_styles(STYLES), files=tuple(FILES), exfil_dir=EXFIL_DIR,
         passphrase=PASSPHRASE, hosts=HOSTS, shares=hard_shares(), nanosecond=NANOSECOND,
-        sleep_scale=SLEEP_SCALE, live_timeout=LIVE_TIMEOUT,
+        sleep_scale=SLEEP_SCALE, live_timeout=LIVE_TIMEOUT, mixed_case=MIXED_CASE,
     )  # fmt: skip
 
 
@@ -99,16 +105,21 @@ def session_settings() -> SessionSettings:
 
 
 def main() -> int:
-    config = configure(
-        globals(), choices={"MODE": ["offline", "live", "netns"], "STYLES": ["all", *STYLE_NAMES]}
-    )
+    styles = [*families.selectors(), *STYLE_NAMES, *families.STYLES]
+    config = configure(globals(), choices={"MODE": ["offline", "live", "netns"], "STYLES": styles})
     print(format_config(config), flush=True)
     if not 10 <= PACKETS <= 50_000_000:
         raise UserError(f"--packets {PACKETS}: need 10 to 50,000,000")
     if not _EXFIL_SHARE_BOUNDS[0] <= EXFIL_SHARE <= _EXFIL_SHARE_BOUNDS[1]:
         low, high = _EXFIL_SHARE_BOUNDS
         raise UserError(f"--exfil-share {EXFIL_SHARE}: need {low} to {high}")
+    if not 0 <= MIXED_CASE <= 1:
+        raise UserError(f"--mixed-case {MIXED_CASE}: need 0 to 1")
     settings = session_settings()
+    modelled = [style for style in settings.styles if style in families.STYLES]
+    if modelled and (MODE != "offline" or TOOL):
+        raise UserError(f"--style {modelled[0]}: the modelled families are offline only "
+                        "(live/netns run det.py's server)")  # fmt: skip
     shares = settings.shares
     if min(shares.values()) < 0 or sum(shares.values()) >= 1:
         raise UserError(

@@ -84,25 +84,28 @@ def load_logs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def domain_labels(qname: np.ndarray, qlen: np.ndarray, domains: list[str]) -> np.ndarray:
     """1 where the name equals or is under one of `domains` (case-insensitive).
 
-    Only each name's last len(domain) + 1 bytes are looked at, and only for names whose byte
-    at the domain's start already matches: one byte test per name, then a row copy and a
-    comparison for the few candidates. Case folding ORs 0x20 into the bytes where the domain
-    has a letter a-z, which maps exactly 'A'-'Z' onto 'a'-'z' there and nothing else onto them.
+    Domains are grouped by length: for each length, every long-enough name's last bytes are
+    cut out once, ASCII-lower-cased and looked up among the domains of that length with one
+    np.isin, so the cost grows with the number of distinct lengths, not of domains (a DGA's
+    thousands of one-label domains cost what a dozen do). A match also needs a label edge
+    before it (the name's start or a dot).
     """
     found = np.zeros(len(qlen), dtype=bool)
     width = qname.shape[1]
     flat = np.ascontiguousarray(qname).reshape(-1)
-    base = np.arange(len(qlen), dtype=np.int64) * width
+    by_size: dict[int, set[bytes]] = {}
     for domain in domains:
-        want = np.frombuffer(domain.strip(".").lower().encode(), dtype=np.uint8)
-        size = len(want)
-        if not size or size > width:
-            continue
-        fold = np.where((want >= ord("a")) & (want <= ord("z")), 0x20, 0).astype(np.uint8)
-        at = np.minimum(np.maximum(qlen - size, 0), width - size) + base  # flat positions
-        rows = np.flatnonzero(((flat.take(at) | fold[0]) == want[0]) & (qlen >= size))
-        at = at[rows]
-        same = ((window(flat, at, size) | fold) == want).all(1)
+        want = domain.strip(".").lower().encode("utf-8", "surrogateescape")
+        if 0 < len(want) <= width:
+            by_size.setdefault(len(want), set()).add(want)
+    for size, wanted in by_size.items():
+        rows = np.flatnonzero(qlen >= size)
+        at = np.minimum(qlen[rows] - size, width - size) + rows.astype(np.int64) * width
+        tail = window(flat, at, size)
+        tail = tail + 32 * ((tail >= ord("A")) & (tail <= ord("Z"))).astype(np.uint8)
+        keys = np.ascontiguousarray(tail).view(f"V{size}").ravel()
+        table = np.frombuffer(b"".join(sorted(wanted)), np.uint8).reshape(-1, size)
+        same = np.isin(keys, np.ascontiguousarray(table).view(f"V{size}").ravel())
         edge = (qlen[rows] == size) | (flat.take(np.maximum(at - 1, 0)) == ord("."))
         found[rows[same & edge]] = True
     return found.astype(np.int8)
@@ -140,7 +143,8 @@ def file_rows(record, qname, qlen, files: list[dict]) -> np.ndarray:  # noqa: AN
     index = np.full(len(record), -1, dtype=np.int32)
     for number, entry in enumerate(files):
         inside = (record >= entry["first_record"]) & (record <= entry["last_record"])
-        if entry.get("domain"):
-            inside &= domain_labels(qname, qlen, [entry["domain"]]).astype(bool)
+        names = entry.get("domains") or ([entry["domain"]] if entry.get("domain") else [])
+        if names:  # a DGA's or a tag-routed tunnel's file lists every name it used
+            inside &= domain_labels(qname, qlen, names).astype(bool)
         index[inside & (index < 0)] = number
     return index
