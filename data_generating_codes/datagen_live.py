@@ -235,7 +235,10 @@ def _run(rng: random.Random, out: Path, settings: SessionSettings, plans: list[E
         for server in det_servers:
             server.start()
         answer_model = benign.BenignModel(
-            random.Random(rng.getrandbits(64)), settings.shares, mixed_case=settings.mixed_case
+            random.Random(rng.getrandbits(64)),
+            settings.shares,
+            mixed_case=settings.mixed_case,
+            wordy_many=settings.wordy_many,
         )
         threading.Thread(
             target=_resolver, args=(resolver_sock, answer_model, names, stop), daemon=True
@@ -256,7 +259,10 @@ def _traffic(rng: random.Random, settings: SessionSettings, plans: list[ExfilPla
     exfil_packets = sum(2 * plan.queries for plan in plans)
     lookups = max(0, settings.packets - exfil_packets) // 2
     client_model = benign.BenignModel(
-        random.Random(rng.getrandbits(64)), settings.shares, mixed_case=settings.mixed_case
+        random.Random(rng.getrandbits(64)),
+        settings.shares,
+        mixed_case=settings.mixed_case,
+        wordy_many=settings.wordy_many,
     )
     background_rng = random.Random(rng.getrandbits(64))
     per_action = lookups // (2 * len(plans) + 2)
@@ -265,7 +271,10 @@ def _traffic(rng: random.Random, settings: SessionSettings, plans: list[ExfilPla
         lookups - per_action * (len(plans) + 1), settings.duration * scale / 100))  # fmt: skip
     background.start()
     attacker_model = benign.BenignModel(
-        random.Random(rng.getrandbits(64)), settings.shares, mixed_case=settings.mixed_case
+        random.Random(rng.getrandbits(64)),
+        settings.shares,
+        mixed_case=settings.mixed_case,
+        wordy_many=settings.wordy_many,
     )
     deadline = time.monotonic() + settings.live_timeout
     for plan in plans:

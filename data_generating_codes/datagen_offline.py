@@ -65,22 +65,24 @@ def add_exfiltration(rng: random.Random, packets: RunSorter, plans: list[ExfilPl
     """Every planned query from the attacker and its server's answer (DET's, or the modelled
     family's) via the resolver; returns each file's (first, last) packet time.
 
-    With `mixed_case`, that share of the case-blind channels (families.case_blind) is seen
-    behind a DNS 0x20 resolver: each name with its letters' case randomised, the answer built
-    for the name as the client wrote it and echoing the question as sent. Benign sessions get
-    the same share (BenignModel), so letter case tells neither class apart.
+    With `mixed_case`, that share of the queries of case-blind channels (families.case_blind)
+    is seen behind a DNS 0x20 resolver: the name with its letters' case randomised, the answer
+    built for the name as the client wrote it and echoing the question as sent. Per query, not
+    per file: a capture holds a handful of files, and a coin per file often left every tunnel
+    in one case while benign sessions were mixed, which taught the networks "mixed case =
+    benign". Benign sessions get the same share (BenignModel), so case tells neither apart.
     """
     windows = []
     for index, plan in enumerate(plans):
         cls, last = classes.index(f"exfil/{plan.style}"), -math.inf
         answer = families.responder(plan.cfg)  # one per file: a beacon's server counts check-ins
-        mixed = bool(mixed_case) and families.case_blind(plan.cfg) and rng.random() < mixed_case
+        blind = bool(mixed_case) and families.case_blind(plan.cfg)
         for message, offsets in zip(*plan.replay(), strict=True):
             for (qname, qtype), offset in zip(message, offsets, strict=True):
                 when, sport = plan.start + offset, 32768 + int(rng.random() * 28232)
                 qid, number = rng.getrandbits(16), qtype_number(qtype)
                 written = pack_query(qid, qname, number)
-                if mixed:
+                if blind and rng.random() < mixed_case:
                     sent = pack_query(qid, benign.randomise_case(qname, rng), number)
                 else:
                     sent = written
@@ -106,7 +108,9 @@ def _session_starts(rng: random.Random, settings: SessionSettings, count: int,
     replay = random.Random()
     replay.setstate(rng.getstate())
     model, sessions, lookups = (
-        benign.BenignModel(rng, settings.shares, mixed_case=settings.mixed_case),
+        benign.BenignModel(
+            rng, settings.shares, mixed_case=settings.mixed_case, wordy_many=settings.wordy_many
+        ),
         0,
         0,
     )
@@ -123,9 +127,13 @@ def add_benign(rng: random.Random, packets: RunSorter, count: int, length: float
     """`count` benign packets from all hosts; returns (time, first name) of the attacker's
     sessions that start outside every window in `logged` (they go to logs.csv)."""
     starts, replay = _session_starts(rng, settings, count, length)
-    sessions = benign.BenignModel(replay, settings.shares, mixed_case=settings.mixed_case)
+    sessions = benign.BenignModel(
+        replay, settings.shares, mixed_case=settings.mixed_case, wordy_many=settings.wordy_many
+    )
     cache = DiskCache(packets.folder / "answers")  # beside the sort's runs
-    model = benign.BenignModel(rng, settings.shares, cache, mixed_case=settings.mixed_case)
+    model = benign.BenignModel(
+        rng, settings.shares, cache, mixed_case=settings.mixed_case, wordy_many=settings.wordy_many
+    )
     budget, started, add, query = count, [], packets.add, model.query
     class_index = {cls: classes.index(cls) for cls in benign.CLASSES}
     progress = tqdm(total=count, unit="pkt", disable=count < _PROGRESS_FROM or None, leave=False)

@@ -45,6 +45,7 @@ class SessionSettings:
     sleep_scale: float  # live/netns: factor on DET's sleeps and benign inter-arrival times
     live_timeout: float  # live/netns: give up after this many seconds
     mixed_case: float = 0.0  # share of benign sessions and case-blind exfiltrations in DNS 0x20
+    wordy_many: float = 0.0  # share of wordy-long lookups in benign's many-label form
 
     @property
     def exfil_budget(self) -> int:

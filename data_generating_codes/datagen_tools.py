@@ -136,7 +136,10 @@ def _run(rng: random.Random, out: Path, settings: SessionSettings, plans: list[E
         writer = stack.enter_context(CaptureWriter(out, nanosecond=settings.nanosecond))
         sniffer.start(writer, keep, lambda f: f[26:30] in ours and f[30:34] in ours)
         model = benign.BenignModel(
-            random.Random(rng.getrandbits(64)), settings.shares, mixed_case=settings.mixed_case
+            random.Random(rng.getrandbits(64)),
+            settings.shares,
+            mixed_case=settings.mixed_case,
+            wordy_many=settings.wordy_many,
         )
         threading.Thread(target=_resolver, args=(upstream, model, names, stop), daemon=True).start()
         logs = start_resolver(stack, net, deadline)
@@ -202,7 +205,10 @@ def _benign_host(
     """Ordinary lookups through the same dnsmasq while the tunnel runs."""
     rng = random.Random(seed)
     model = benign.BenignModel(
-        random.Random(rng.getrandbits(64)), settings.shares, mixed_case=settings.mixed_case
+        random.Random(rng.getrandbits(64)),
+        settings.shares,
+        mixed_case=settings.mixed_case,
+        wordy_many=settings.wordy_many,
     )
     while not stop.wait(rng.expovariate(1 / BENIGN_GAP)):
         for cls, qname, qtype, _ in model.session():

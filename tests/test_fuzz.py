@@ -300,7 +300,8 @@ def test_hostile_capture_bytes_never_crash(edits: list, cut: int) -> None:
         return  # header destroyed: a one-line error, the documented outcome
     assert len(got) <= 2 * len(EXPECTED) + 4
     assert all(len(name) <= 253 for _, name, _, _ in got)
-    assert stats["records"] <= 2 * len(ip_packets()) + 1  # + the record where reading stopped
+    # an edited length field can cut one record into several: bounded by 16-byte record headers
+    assert stats["records"] <= len(blob) // 16 + 1
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -55,3 +55,33 @@ def test_dns_0x20_mixed_case_needs_case_folding(pipeline, unseen, network):
     assert (mixed != unseen.qname_bytes).any()
     for key, array in written.items():
         np.testing.assert_array_equal(randomised[key], array)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 acceptance not met: the networks read case; "
+                   "trained with --mixed-case 0.2 their benign FPR still moved 0.13-0.45 pp")
+@pytest.mark.parametrize("network", ["clf", "ae_clf", "lstm"])
+def test_dns_0x20_on_every_benign_name_moves_no_false_alarm_rate(pipeline, unseen, network):
+    """Upper-case a random half of the letters of every benign test name, as a 0x20 resolver
+    would, and score again with the network's own recipe (case kept): the benign FPR may move
+    by less than 0.05 percentage points (issue 12). Not met yet: strict xfail, so the day it
+    holds this test says so."""
+    from types import SimpleNamespace
+
+    from exfil.featureset import FeatureSettings, unigram_inputs
+
+    model, meta = load_checkpoint(pipeline["checkpoints"][network])
+    recipe = FeatureSettings.from_meta(meta["features"])
+    benign = unseen.labels == 0
+    mixed = unseen.qname_bytes.copy()
+    inside = np.arange(mixed.shape[1]) < unseen.qname_len[:, None]
+    lower = (mixed >= ord("a")) & (mixed <= ord("z")) & inside & benign[:, None]
+    mixed[lower & (np.random.default_rng(0x20).random(mixed.shape) < 0.5)] -= 32
+    assert (mixed != unseen.qname_bytes).any(1)[benign].mean() > 0.95
+    rates = []
+    for names in (unseen.qname_bytes, mixed):
+        batch = SimpleNamespace(qname=names, qlen=unseen.qname_len, qtype=unseen.qtypes)
+        arrays = recipe.compute(batch)
+        scores = predict_proba(model, meta, unigram_inputs(arrays), arrays["qname_bytes"],
+                               arrays["qname_len"])  # fmt: skip
+        rates.append(float((scores[benign] >= meta["threshold"]).mean()))
+    assert abs(rates[1] - rates[0]) < 0.0005, rates
