@@ -29,7 +29,6 @@ from fuzzing import (
     everything,
     frames,
     header_fields,
-    ip_packets,
     mutate,
     odd_frames,
     pcap_bytes,

@@ -57,8 +57,11 @@ def test_dns_0x20_mixed_case_needs_case_folding(pipeline, unseen, network):
         np.testing.assert_array_equal(randomised[key], array)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 acceptance not met: the networks read case; "
-                   "trained with --mixed-case 0.2 their benign FPR still moved 0.13-0.45 pp")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 acceptance not met: the networks read case; "
+    "trained with --mixed-case 0.2 their benign FPR still moved 0.13-0.45 pp",
+)
 @pytest.mark.parametrize("network", ["clf", "ae_clf", "lstm"])
 def test_dns_0x20_on_every_benign_name_moves_no_false_alarm_rate(pipeline, unseen, network):
     """Upper-case a random half of the letters of every benign test name, as a 0x20 resolver
