@@ -219,8 +219,9 @@ def read_query(datagram: bytes) -> Message:
 # answers (pure: the authoritative server's reply to one datagram)
 
 
-def _downstream(seed: bytes, size: int) -> bytes:
-    """Deterministic pseudo-random bytes standing in for a tunnel's downstream data."""
+def downstream(seed: bytes, size: int) -> bytes:
+    """Deterministic pseudo-random bytes standing in for a tunnel's downstream data (DET's
+    answers and the modelled families' commands and tasks)."""
     out = b""
     while len(out) < size:
         seed = hashlib.sha256(seed).digest()
@@ -229,7 +230,7 @@ def _downstream(seed: bytes, size: int) -> bytes:
 
 
 def _answer_records(name: bytes, qtype: int, cfg: DetConfig) -> list[Record]:
-    encode, payload = ENCODINGS[cfg.encoding].encode, _downstream(name, 120)
+    encode, payload = ENCODINGS[cfg.encoding].encode, downstream(name, 120)
     label_name = _labels(encode(payload[:36]), 60) + "." + cfg.domain
     kind = cfg.response
     if kind == "a" and qtype == QTYPE["A"]:

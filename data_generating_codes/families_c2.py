@@ -19,6 +19,7 @@ import string
 import zlib
 from collections.abc import Iterable
 
+from data_generating_codes.det_codec import downstream
 from data_generating_codes.families_wire import (
     Built,
     FamilyConfig,
@@ -28,7 +29,6 @@ from data_generating_codes.families_wire import (
     pick,
     reply,
     soa,
-    stream,
     text_of,
 )
 from exfil.cli import UserError
@@ -69,7 +69,7 @@ def plan_beacon(data: bytes, filename: str, cfg: FamilyConfig,
             queries.append((f"{prefix}.{chunk.hex()}.{counter:x}.{tail}", "A", gap))
             start, counter = start + len(chunk), counter + 1
 
-    put(meta, stream(digest("metadata", beacon_id).hex().encode(), _METADATA))
+    put(meta, downstream(digest("metadata", beacon_id).hex().encode(), _METADATA))
     start, number = 0, 0
     while start < len(data):
         queries.append((tail, "A", rng.uniform(*cfg.sleep)))
@@ -110,11 +110,11 @@ class _BeaconServer:
             return 0, [Record(name, QTYPE["A"], 1, address.packed)], []
         seed = digest(cfg.domain, "task-bytes", text)
         if parts[0] == cfg.prefixes[1] and qtype == QTYPE["TXT"]:  # 189 bytes: 252 characters
-            rdata = rdata_txt(base64.b64encode(stream(seed, 189)))
+            rdata = rdata_txt(base64.b64encode(downstream(seed, 189)))
         elif parts[0] == cfg.prefixes[1] and qtype == QTYPE["AAAA"]:
-            rdata = rdata_aaaa(str(ipaddress.IPv6Address(stream(seed, 16))))
+            rdata = rdata_aaaa(str(ipaddress.IPv6Address(downstream(seed, 16))))
         elif parts[0] == cfg.prefixes[1] and qtype == QTYPE["A"]:
-            rdata = rdata_a(str(ipaddress.IPv4Address(stream(seed, 4))))
+            rdata = rdata_a(str(ipaddress.IPv4Address(downstream(seed, 4))))
         elif qtype == QTYPE["A"]:  # metadata and output posts: acknowledged with dns_idle
             rdata = rdata_a(cfg.idle_ip)
         else:
@@ -165,7 +165,7 @@ def _room(cfg: FamilyConfig, length: int) -> int:
 
 
 def _mask(cfg: FamilyConfig, tag: bytes, size: int) -> bytes:
-    return stream(digest(_key(cfg), "mask", tag.hex()), size)
+    return downstream(digest(_key(cfg), "mask", tag.hex()), size)
 
 
 def _encode_label(body: bytes, length: int, cfg: FamilyConfig, rng: random.Random) -> str:
@@ -258,7 +258,7 @@ def dga_responder(cfg: FamilyConfig) -> Responder:
         rdata = {
             QTYPE["A"]: lambda: rdata_a(str(ipaddress.IPv4Address(seed[:4]))),
             QTYPE["AAAA"]: lambda: rdata_aaaa(str(ipaddress.IPv6Address(seed[:16]))),
-            QTYPE["TXT"]: lambda: rdata_txt(base64.b64encode(stream(seed, 24 + seed[0] % 72))),
+            QTYPE["TXT"]: lambda: rdata_txt(base64.b64encode(downstream(seed, 24 + seed[0] % 72))),
         }.get(qtype)
         if rdata is None:
             return 0, [], [soa(text)]

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from data_generating_codes.det_codec import downstream
 from exfil.cli import UserError
 from exfil.dnsmsg import (
     QTYPE,
@@ -73,15 +74,6 @@ class FamilyConfig:
 def digest(*parts: object) -> bytes:
     """SHA-256 of the parts' text: the deterministic "random" of responders and receivers."""
     return hashlib.sha256("|".join(map(str, parts)).encode("latin-1")).digest()
-
-
-def stream(seed: bytes, size: int) -> bytes:
-    """Pseudo-random bytes standing in for downstream data (commands, tasks)."""
-    out = b""
-    while len(out) < size:
-        seed = hashlib.sha256(seed).digest()
-        out += seed
-    return out[:size]
 
 
 def labels(text: str, size: int) -> str:
@@ -165,7 +157,7 @@ def server_data(cfg: FamilyConfig, session: int, packet_id: int, ack: int) -> by
     """What the server sends in reply to a poll: now and then a command, mostly nothing. A
     function of the poll alone, so the responder stays pure and the planner can follow it."""
     roll = digest(cfg.domain, "cmd", session, packet_id, ack)
-    return stream(roll, 8 + roll[1] % 41) if roll[0] < _DOWNSTREAM_CUT else b""
+    return downstream(roll, 8 + roll[1] % 41) if roll[0] < _DOWNSTREAM_CUT else b""
 
 
 def plan_dnscat2(data: bytes, filename: str, cfg: FamilyConfig,
