@@ -234,12 +234,7 @@ def _run(rng: random.Random, out: Path, settings: SessionSettings, plans: list[E
         sniffer.start(writer, keep, lambda f: f[26:30] in ours and f[30:34] in ours)
         for server in det_servers:
             server.start()
-        answer_model = benign.BenignModel(
-            random.Random(rng.getrandbits(64)),
-            settings.shares,
-            mixed_case=settings.mixed_case,
-            wordy_many=settings.wordy_many,
-        )
+        answer_model = settings.benign_model(random.Random(rng.getrandbits(64)))
         threading.Thread(
             target=_resolver, args=(resolver_sock, answer_model, names, stop), daemon=True
         ).start()
@@ -258,24 +253,14 @@ def _traffic(rng: random.Random, settings: SessionSettings, plans: list[ExfilPla
     scale = settings.sleep_scale
     exfil_packets = sum(2 * plan.queries for plan in plans)
     lookups = max(0, settings.packets - exfil_packets) // 2
-    client_model = benign.BenignModel(
-        random.Random(rng.getrandbits(64)),
-        settings.shares,
-        mixed_case=settings.mixed_case,
-        wordy_many=settings.wordy_many,
-    )
+    client_model = settings.benign_model(random.Random(rng.getrandbits(64)))
     background_rng = random.Random(rng.getrandbits(64))
     per_action = lookups // (2 * len(plans) + 2)
     background = threading.Thread(target=_lookups, daemon=True, args=(
         client_model, background_rng, socks[1:] or socks, resolver, names,
         lookups - per_action * (len(plans) + 1), settings.duration * scale / 100))  # fmt: skip
     background.start()
-    attacker_model = benign.BenignModel(
-        random.Random(rng.getrandbits(64)),
-        settings.shares,
-        mixed_case=settings.mixed_case,
-        wordy_many=settings.wordy_many,
-    )
+    attacker_model = settings.benign_model(random.Random(rng.getrandbits(64)))
     deadline = time.monotonic() + settings.live_timeout
     for plan in plans:
         _lookups(attacker_model, rng, socks[:1], resolver, names, per_action, 0.0, rows)

@@ -107,13 +107,7 @@ def _session_starts(rng: random.Random, settings: SessionSettings, count: int,
     those sessions again (drawn once here, to count them, and not kept)."""
     replay = random.Random()
     replay.setstate(rng.getstate())
-    model, sessions, lookups = (
-        benign.BenignModel(
-            rng, settings.shares, mixed_case=settings.mixed_case, wordy_many=settings.wordy_many
-        ),
-        0,
-        0,
-    )
+    model, sessions, lookups = settings.benign_model(rng), 0, 0
     while 2 * lookups < count:
         lookups += len(model.session())
         sessions += 1
@@ -127,13 +121,9 @@ def add_benign(rng: random.Random, packets: RunSorter, count: int, length: float
     """`count` benign packets from all hosts; returns (time, first name) of the attacker's
     sessions that start outside every window in `logged` (they go to logs.csv)."""
     starts, replay = _session_starts(rng, settings, count, length)
-    sessions = benign.BenignModel(
-        replay, settings.shares, mixed_case=settings.mixed_case, wordy_many=settings.wordy_many
-    )
+    sessions = settings.benign_model(replay)
     cache = DiskCache(packets.folder / "answers")  # beside the sort's runs
-    model = benign.BenignModel(
-        rng, settings.shares, cache, mixed_case=settings.mixed_case, wordy_many=settings.wordy_many
-    )
+    model = settings.benign_model(rng, cache)
     budget, started, add, query = count, [], packets.add, model.query
     class_index = {cls: classes.index(cls) for cls in benign.CLASSES}
     progress = tqdm(total=count, unit="pkt", disable=count < _PROGRESS_FROM or None, leave=False)

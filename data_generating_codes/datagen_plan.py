@@ -47,6 +47,13 @@ class SessionSettings:
     mixed_case: float = 0.0  # share of benign sessions and case-blind exfiltrations in DNS 0x20
     wordy_many: float = 0.0  # share of wordy-long lookups in benign's many-label form
 
+    def benign_model(
+        self, rng: random.Random, cache: benign.AnswerCache | None = None
+    ) -> benign.BenignModel:
+        """A BenignModel drawing from `rng` with the session's shares, 0x20 and wordy form."""
+        return benign.BenignModel(rng, self.shares, cache, mixed_case=self.mixed_case,
+                                  wordy_many=self.wordy_many)  # fmt: skip
+
     @property
     def exfil_budget(self) -> int:
         """Packets (queries and answers) the exfiltrations may take."""

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Literal, get_args
 
-from data_generating_codes import benign
 from data_generating_codes.datagen_live import _exchange, _resolver, inside, veth_pair
 from data_generating_codes.datagen_plan import (
     ExfilPlan,
@@ -135,12 +134,7 @@ def _run(rng: random.Random, out: Path, settings: SessionSettings, plans: list[E
         ours = {socket.inet_aton(a) for a in (net.client, net.host, net.resolver)}
         writer = stack.enter_context(CaptureWriter(out, nanosecond=settings.nanosecond))
         sniffer.start(writer, keep, lambda f: f[26:30] in ours and f[30:34] in ours)
-        model = benign.BenignModel(
-            random.Random(rng.getrandbits(64)),
-            settings.shares,
-            mixed_case=settings.mixed_case,
-            wordy_many=settings.wordy_many,
-        )
+        model = settings.benign_model(random.Random(rng.getrandbits(64)))
         threading.Thread(target=_resolver, args=(upstream, model, names, stop), daemon=True).start()
         logs = start_resolver(stack, net, deadline)
         background = threading.Thread(
@@ -204,12 +198,7 @@ def _benign_host(
 ) -> None:
     """Ordinary lookups through the same dnsmasq while the tunnel runs."""
     rng = random.Random(seed)
-    model = benign.BenignModel(
-        random.Random(rng.getrandbits(64)),
-        settings.shares,
-        mixed_case=settings.mixed_case,
-        wordy_many=settings.wordy_many,
-    )
+    model = settings.benign_model(random.Random(rng.getrandbits(64)))
     while not stop.wait(rng.expovariate(1 / BENIGN_GAP)):
         for cls, qname, qtype, _ in model.session():
             names.setdefault((qname, qtype), cls)
