@@ -34,8 +34,8 @@ from models.baselines import BaselineName
 from models.data import (
     Dataset,
     features_key,
+    file_families,
     load_dataset,
-    packet_families,
     split_by_file_and_time,
     with_extras,
 )
@@ -179,6 +179,13 @@ def score_baselines(test: Dataset, split: SplitConfig) -> dict:
 # ----------------------------------------------------------------------------- groups
 
 
+def _file_group(test: Dataset, per_file: list[str]) -> tuple:
+    """(group id per packet, group names, mask: the files' packets) of a per-file value."""
+    names = sorted(set(per_file))
+    of_file = np.array([names.index(value) for value in per_file], np.int64)
+    return np.where(test.files >= 0, of_file[np.maximum(test.files, 0)], -1), names, test.files >= 0
+
+
 def packet_groups(test: Dataset) -> dict:
     """Group id arrays + names: per exfiltrated file, style, family, class, qtype."""
     groups = {}
@@ -186,14 +193,8 @@ def packet_groups(test: Dataset) -> dict:
     if test.files is not None and (test.files >= 0).any():
         names = [f.get("file", str(i)) for i, f in enumerate(info.get("files", []))]
         groups["file"] = (test.files, names, test.files >= 0)
-        styles = sorted({f.get("style", "?") for f in info.get("files", [])})
-        style_of = np.array([styles.index(f.get("style", "?")) for f in info.get("files", [])])
-        per_packet = np.where(test.files >= 0, style_of[np.maximum(test.files, 0)], -1)
-        groups["style"] = (per_packet, styles, test.files >= 0)
-        families = packet_families(test)
-        names = sorted(set(families[test.files >= 0]))
-        ids = np.array([names.index(f) if f else -1 for f in families.tolist()], np.int64)
-        groups["family"] = (ids, names, test.files >= 0)
+        groups["style"] = _file_group(test, [f.get("style", "?") for f in info.get("files", [])])
+        groups["family"] = _file_group(test, file_families(info))
     if test.classes is not None:
         groups["class"] = (test.classes, info.get("classes"), np.ones(len(test), bool))
     if test.qtypes is not None:  # ld.py's qtypes.npy, as packets.csv spells them
@@ -228,13 +229,11 @@ def compare_time_labels(test: Dataset) -> dict | None:
 def domain_rules(test: Dataset, where: tuple) -> dict:
     """The two per-domain rule baselines as results (causal per-packet flags, first alerts)."""
     domain, name = where
-    rules = {"rule_subdomains": lambda: dm.first_alerts(domain, name, np.ones(len(domain), bool),
-                                                        dm.RITA_NAMES, 0.0)}  # fmt: skip
-    if test.times is not None:
-        rules["rule_hourly"] = lambda: dm.hourly_alerts(domain, name, test.times)
     results = {}
-    for label, rule in rules.items():
-        first, seconds = timed(rule)
+    for label in dm.RULES:
+        if label == "rule_hourly" and test.times is None:
+            continue
+        first, seconds = timed(lambda label=label: dm.rule_alerts(label, domain, name, test.times))
         results[label] = {
             "scores": dm.flags_after(domain, first).astype(np.float32),
             "threshold": 0.5,

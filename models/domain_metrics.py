@@ -80,6 +80,18 @@ def hourly_alerts(domain: np.ndarray, name: np.ndarray, times: np.ndarray) -> np
     return out
 
 
+RULES = ("rule_subdomains", "rule_hourly")  # the two baselines, as metrics.json names them
+
+
+def rule_alerts(rule: str, domain: np.ndarray, name: np.ndarray,
+                times: np.ndarray | None) -> np.ndarray:  # fmt: skip
+    """Per domain id: the packet index at which baseline `rule` (RULES) first alerts, -1 if
+    never; `rule_hourly` needs the packets' times."""
+    if rule == "rule_hourly":
+        return hourly_alerts(domain, name, times)
+    return first_alerts(domain, name, np.ones(len(domain), bool), RITA_NAMES, 0.0)
+
+
 def flags_after(domain: np.ndarray, first: np.ndarray) -> np.ndarray:
     """Per packet: its domain was alerted at or before it (a rule's causal per-packet flag)."""
     at = first[domain]

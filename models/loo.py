@@ -37,6 +37,8 @@ from models.distributed import Dist
 from models.recipes import RECIPES
 from models.settings import RunConfig, SplitConfig
 
+_DOMAIN_COUNTS = ("tunnel_alerted", "tunnel_total", "benign_alerted", "benign_total")
+
 
 def _train_network(network: str, folder: Path, settings: RunConfig) -> tuple:
     """Retrain `network` on `folder` with `settings` (its log kept quiet), then load it."""
@@ -69,42 +71,19 @@ def _scorers(
     return models
 
 
-def _domain_counts(held: list[Dataset], flags: list[np.ndarray], rule, config: dict) -> dict:
-    """Tunnel domains of the held family alerted (all held sets), benign ones (the test's)."""
-    total = dict.fromkeys(("tunnel_alerted", "tunnel_total", "benign_alerted", "benign_total"), 0)
-    for data, flagged in zip(held, flags, strict=True):
-        if not len(data):
-            continue
-        domain, _, name = dm.packet_domains(data.qname_bytes, data.qname_len)
-        if rule == "rule_subdomains":
-            first = dm.first_alerts(domain, name, np.ones(len(data), bool), dm.RITA_NAMES, 0.0)
-        elif rule == "rule_hourly":
-            first = dm.hourly_alerts(domain, name, data.times)
-        else:
-            first = dm.first_alerts(domain, name, flagged, config["min_names"], config["min_share"])
-        summary = dm.domain_summary(domain, data.labels, first, data.times)
-        for key in total:
-            total[key] += summary[key]
-    return total
-
-
-def _rule_scorers(held: list[Dataset]) -> dict:
-    """The two domain rules as (score, threshold): causal per-packet flags on each held set."""
-
-    def rule(kind: str):  # noqa: ANN202
-        def score(d: Dataset) -> np.ndarray:
-            domain, _, name = dm.packet_domains(d.qname_bytes, d.qname_len)
-            if kind == "rule_hourly":
-                first = dm.hourly_alerts(domain, name, d.times)
-            else:
-                first = dm.first_alerts(domain, name, np.ones(len(d), bool), dm.RITA_NAMES, 0.0)
-            return dm.flags_after(domain, first).astype(np.float32)
-
-        return score, 0.5
-
-    timed = all(d.times is not None for d in held)
-    kinds = ["rule_subdomains"] + (["rule_hourly"] if timed else [])
-    return {kind: rule(kind) for kind in kinds}
+def _flags_and_alerts(model: str, scorer: tuple | None, data: Dataset, where: tuple,
+                      config: dict) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(per-packet flags, first alert per domain id) of one model on one held set: a network's
+    or baseline's flags through detect.py's alert rule, or a domain rule's alerts and the
+    causal flags they give."""
+    domain, _, name = where
+    if scorer is None:  # a domain rule (dm.RULES)
+        first = dm.rule_alerts(model, domain, name, data.times)
+        return dm.flags_after(domain, first), first
+    score, threshold = scorer
+    flagged = score(data) >= threshold
+    first = dm.first_alerts(domain, name, flagged, config["min_names"], config["min_share"])
+    return flagged, first
 
 
 def leave_one_out(
@@ -136,12 +115,19 @@ def leave_one_out(
         held_train = data.subset(np.flatnonzero(data_families == family))
         held_test = test.subset(np.flatnonzero(is_benign | (test_families == family)))
         in_test = held_test.labels == 1
+        held = [held_train, held_test]
+        where = [dm.packet_domains(d.qname_bytes, d.qname_len) for d in held]  # once per set
         results[family] = {}
-        scorers = _scorers(runs, baselines, sub, folder, split, config)
-        scorers.update(_rule_scorers([held_train, held_test]))
-        for name, (score, threshold) in scorers.items():
-            flags = [score(d) >= threshold if len(d) else np.zeros(0, bool)
-                     for d in (held_train, held_test)]  # fmt: skip
+        scorers: dict = _scorers(runs, baselines, sub, folder, split, config)
+        timed = all(d.times is not None for d in held)
+        scorers.update({rule: None for rule in dm.RULES if rule != "rule_hourly" or timed})
+        for name, scorer in scorers.items():
+            flags, domains = [], dict.fromkeys(_DOMAIN_COUNTS, 0)
+            for d, at in zip(held, where, strict=True):
+                flagged, first = _flags_and_alerts(name, scorer, d, at, config)
+                summary = dm.domain_summary(at[0], d.labels, first, d.times)
+                flags.append(flagged)
+                domains = {key: domains[key] + summary[key] for key in domains}
             flagged_family = np.concatenate([flags[0], flags[1][in_test]])
             flagged_benign = flags[1][~in_test]
             per_class = {}
@@ -155,7 +141,7 @@ def leave_one_out(
                 "packets": int(len(flagged_family)),
                 "fpr": float(flagged_benign.mean()) if len(flagged_benign) else None,
                 "fpr_per_class": per_class,
-                "domains": _domain_counts([held_train, held_test], flags, name, config),
+                "domains": domains,  # the family's tunnel domains, the test's benign ones
             }
     return results
 
