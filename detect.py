@@ -88,23 +88,32 @@ class Job:
     batch_size: int
 
 
-def network_inputs(batch, meta: dict) -> dict:  # noqa: ANN001
-    """The arrays the checkpoint's network reads, by the recipe ng.py used (its `features`)."""
+def network_inputs(batch, meta: dict, context=None) -> dict:  # noqa: ANN001
+    """The arrays the checkpoint's network reads, by the recipe ng.py used (its `features`).
+
+    `context` is the capture's per-domain state (FeatureSettings.new_context), fed every batch
+    in capture order, exactly as ng.py feeds it.
+    """
     network = INPUTS[meta["network"]]
-    arrays = FeatureSettings.from_meta(meta["features"]).compute(batch, need=(network,))
+    settings = FeatureSettings.from_meta(meta["features"])
+    arrays = settings.compute(batch, need=(network,), context=context)
     if network == "qname":
-        return {"qname_bytes": arrays["qname_bytes"], "qname_len": arrays["qname_len"]}
+        side = arrays["extras"] if arrays["extras"].shape[1] else None
+        return {"qname_bytes": arrays["qname_bytes"], "qname_len": arrays["qname_len"],
+                "context": side}  # fmt: skip
     return {"unigrams": unigram_inputs(arrays)}
 
 
-def score_batches(batches, name: str, model, meta: dict, job: Job, sink, book) -> int:  # noqa: ANN001
+def score_batches(  # noqa: ANN001
+    batches, name: str, model, meta: dict, job: Job, sink, book, context=None
+) -> int:
     """Score DnsBatches, write their CSV rows to `sink`, feed alerts; return flagged count."""
     flagged, memory = 0, Releaser()
     for batch in batches:
         memory.after(batch)  # hands back the pages of earlier chunks: memory stays flat
         if not len(batch):
             continue
-        inputs = network_inputs(batch, meta)
+        inputs = network_inputs(batch, meta, context)
         scores = predict_proba(model, meta, batch_size=job.batch_size, **inputs)
         malicious = scores >= job.threshold
         flagged += int(malicious.sum())
@@ -143,7 +152,8 @@ def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
     part = part_dir / f"{os.getpid()}-{uuid.uuid4().hex}.csv"  # a/x.pcap and b/x.pcap differ
     with open(part, "wb") as sink:
         batches = read_dns(path, job.ports, job.chunk, stats)
-        flagged = score_batches(batches, str(path), model, meta, job, sink, book)
+        context = FeatureSettings.from_meta(meta["features"]).new_context()  # this capture's
+        flagged = score_batches(batches, str(path), model, meta, job, sink, book, context)
     return {"path": str(path), "part": str(part), "stats": stats, "flagged": flagged, "book": book}
 
 
@@ -194,6 +204,7 @@ def detect_live(job: Job, alerts_path: Path, config: dict) -> AlertBook:
 
     model, meta = load_checkpoint(job.model)
     book = AlertBook(job.min_names, job.min_share, LIVE_WINDOW, job.allowlist.fresh())
+    context = FeatureSettings.from_meta(meta["features"]).new_context()  # the whole stream's
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     arrived: list[tuple[float, bytes]] = []
@@ -218,7 +229,7 @@ def detect_live(job: Job, alerts_path: Path, config: dict) -> AlertBook:
                         for batch in batches:
                             batch.record = batch.record + seen
                         seen += len(taken)
-                        score_batches(batches, name, model, meta, job, sink, book)
+                        score_batches(batches, name, model, meta, job, sink, book, context)
                         sink.flush()
                         del batches
                         window.unlink()
@@ -235,7 +246,8 @@ def save_alerts(path: Path, book: AlertBook, job: Job, config: dict, scores: Pat
     """alerts.json (alerts, what the allowlist suppressed, model, threshold, the settings),
     written after `scores`: the two are a set, so if this fails the scores go too."""
     report = {"threshold": job.threshold, "model": job.model, "alerts": book.alerts(),
-              "suppressed": book.allowlist.report(), "config": config}  # fmt: skip
+              "near_misses": book.near_misses(), "suppressed": book.allowlist.report(),
+              "config": config}  # fmt: skip
     try:
         save_json(path, report)
     except BaseException:
@@ -266,6 +278,9 @@ def main() -> int:
     book = detect(job, alerts_path, config)
     alerts = book.alerts()
     print(format_alerts(alerts))
+    for row in book.near_misses():
+        print(f"near miss, not alerted: {row['domain']}: {row['why_not']} "
+              f"(e.g. {row['examples'][0] if row['examples'] else '-'})")  # fmt: skip
     for row in book.allowlist.report():
         print(f"suppressed by the allowlist: {row['domain']} ({row['reason']}): "
               f"{row['queries']} flagged queries, {row['unique_names']} names")  # fmt: skip

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from exfil.cli import UserError, configure, format_config, run
+from exfil.context import CONTEXT_FEATURES
 from exfil.dnsparse import qtype_names
 from exfil.features import NAME_FEATURES, Extra
 from exfil.files import save_json, save_text, writable_folder
@@ -36,6 +37,7 @@ from models.data import (
     features_key,
     file_families,
     load_dataset,
+    model_inputs,
     split_by_file_and_time,
     with_extras,
 )
@@ -53,6 +55,7 @@ TIME_LABELS = "work/test-time/labels.npy"  # time-rule labels of TEST (ld.py --r
 CHECKPOINTS = ["checkpoints/ae_clf.pt", "checkpoints/clf.pt", "checkpoints/lstm.pt"]  # networks
 BASELINES: list[BaselineName] = ["logreg", "forest", "rule"]  # baselines to fit and score
 EXTRAS: list[Extra] = list(NAME_FEATURES)  # baselines' name features; none: --extras
+CONTEXT = True  # baselines also get the per-domain context features (as the networks do)
 ABLATION = False  # also fit logreg and forest on unigrams alone (NAME-unigrams): do EXTRAS help?
 ANOMALY = True  # also report ae_clf's anomaly path (reconstruction error) as ae_anomaly
 FOREST_TREES = 100  # trees of the random forest baseline (seeded by the split's seed)
@@ -108,16 +111,15 @@ def score_networks(test: Dataset, loaded: list) -> tuple[dict, dict]:
     """Every checkpoint's scores and metrics on TEST (+ the anomaly path of ae_clf)."""
     results, histories = {}, {}
     for path, model, meta in loaded:
-        x = test.unigrams  # + the extra features the checkpoint was trained with, if any
-        if meta["network"] != "lstm":
-            x = with_extras(test, meta.get("features", {}).get("extras") or []).unigrams
-        arrays = (x, test.qname_bytes, test.qname_len)
+        inputs = model_inputs(test, meta)  # + the extras the checkpoint was trained with
+        x = inputs.get("unigrams")
         name = Path(path).stem
         if set(meta.get("train_captures", [])) & set(filter(None, test.captures)):
             print(f"warning: {name} was trained on a capture that is also in {TEST}")
 
-        def proba(rows, model=model, meta=meta, arrays=arrays):
-            return predict_proba(model, meta, *(a[rows] for a in arrays), batch_size=BATCH_SIZE)
+        def proba(rows, model=model, meta=meta, inputs=inputs):
+            picked = {k: (None if a is None else a[rows]) for k, a in inputs.items()}
+            return predict_proba(model, meta, batch_size=BATCH_SIZE, **picked)
 
         scores, seconds = steady_timed(proba, test)
         rule = meta.get("threshold_rule", "")
@@ -144,6 +146,11 @@ def score_networks(test: Dataset, loaded: list) -> tuple[dict, dict]:
     return results, histories
 
 
+def baseline_extras() -> list[str]:
+    """The baselines' extra columns: EXTRAS, then (CONTEXT) the context ones the networks get."""
+    return list(dict.fromkeys([*EXTRAS, *(CONTEXT_FEATURES if CONTEXT else ())]))
+
+
 def score_baselines(test: Dataset, split: SplitConfig) -> dict:
     """Each baseline fitted on DATA's training split, its threshold on validation, on TEST."""
     if not BASELINES:
@@ -153,7 +160,7 @@ def score_baselines(test: Dataset, split: SplitConfig) -> dict:
         if features_key(train_data.features)[key] != features_key(test.features)[key]:
             raise UserError(f"{DATA} and {TEST} have different feature {key}: rerun ng.py")
     train, val = split_by_file_and_time(train_data, split.val_files, split.val_time, split.seed)
-    runs = [(name, name, EXTRAS) for name in BASELINES]  # (result name, baseline, extras)
+    runs = [(name, name, baseline_extras()) for name in BASELINES]  # (name, baseline, extras)
     if ABLATION and EXTRAS:
         runs += [(f"{n}-unigrams", n, []) for n in BASELINES if n != "rule"]
     results = {}
@@ -280,7 +287,8 @@ def run_leave_one_out(test: Dataset, loaded: list, config: dict, out: Path) -> N
     runs = {n: runs[n] for n in LOO_NETWORKS}
     data = load_dataset(DATA, need=("unigrams", "qname"))
     with tempfile.TemporaryDirectory(prefix="exfil-loo-") as work:
-        results = leave_one_out(data, test, runs, BASELINES, split, config, Path(work))
+        settings = {**config, "extras": baseline_extras()}
+        results = leave_one_out(data, test, runs, BASELINES, split, settings, Path(work))
     save_json(out / "leave_one_out.json", results)
     print(loo_tables(results) + "\n")
 

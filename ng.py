@@ -5,7 +5,8 @@
     python ng.py caps/ --out work/x --extras name_len entropy     # optional extra features
 
 Writes OUT/unigrams.npy (float32, N x 256), OUT/qname_bytes.npy (uint8, N x QNAME_LEN),
-OUT/qname_len.npy (int32), OUT/extras.npy (float32, N x len(EXTRAS)) and OUT/features.json
+OUT/qname_len.npy (int32), OUT/extras.npy (float32: the EXTRAS, then with CONTEXT the per-domain
+context columns, each packet's registered domain up to that packet) and OUT/features.json
 (the settings, which detect.py rebuilds from a checkpoint to compute the same arrays); row i
 matches row i of ld.py's outputs for the same captures. Arrays are streamed to disk chunk by
 chunk, so memory stays bounded whatever the capture size.
@@ -24,6 +25,7 @@ import numpy as np
 from exfil import features as feat
 from exfil.captures import checked_capture_paths, map_captures, with_progress
 from exfil.cli import UserError, configure, format_config, run
+from exfil.context import CONTEXT_FEATURES
 from exfil.dataset import NpyStream, begin, join_npy, write_arrays, write_meta
 from exfil.featureset import UNIGRAM_BINS, FeatureSettings
 from exfil.files import sha256_file
@@ -39,6 +41,7 @@ TRANSFORM: feat.Transform = "log1p"  # count transform: 1 + ln c | c | 1 + log2 
 QNAME_LEN = 256  # name bytes kept per packet for the LSTM (padded with 0 or cut; 1 to 4096)
 EXTRAS: list[feat.Extra] = list(feat.NAME_FEATURES)  # extra name features; none: --extras
 FOLD_CASE = False  # lower-case names first: DNS 0x20 case randomisation then changes nothing
+CONTEXT = True  # also the per-domain context features (exfil/context.py); off: --no-context
 # reading
 PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS
 CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)
@@ -70,13 +73,14 @@ def featurize_capture(path: Path, job: Job) -> dict:
     }
     lengths = []
     buffer = np.zeros((0, UNIGRAM_BINS), dtype=np.float32)  # reused: fresh pages cost more
+    context = job.features.new_context()  # each capture is its own vantage point: fresh state
     try:
         memory = Releaser()
         for batch in with_progress(read_dns(path, job.ports, job.chunk, stats), path):
             memory.after(batch)  # pages of earlier chunks handed back
             if len(buffer) < len(batch):
                 buffer = np.zeros((len(batch), UNIGRAM_BINS), dtype=np.float32)
-            arrays = job.features.compute(batch, out=buffer[: len(batch)])
+            arrays = job.features.compute(batch, out=buffer[: len(batch)], context=context)
             for name, stream in streams.items():
                 stream.write(arrays[name])
             lengths.append(arrays["qname_len"])
@@ -92,7 +96,8 @@ def main() -> None:
     config = configure(globals(), positional="CAPTURES")
     if not OUT:
         raise UserError("--out DIR is required")
-    settings = FeatureSettings(SCOPE, TRANSFORM, QNAME_LEN, tuple(EXTRAS), FOLD_CASE)
+    extras = tuple(dict.fromkeys([*EXTRAS, *(CONTEXT_FEATURES if CONTEXT else ())]))
+    settings = FeatureSettings(SCOPE, TRANSFORM, QNAME_LEN, extras, FOLD_CASE)
     print(format_config(config))
     paths = checked_capture_paths(CAPTURES)
     out = begin(Path(OUT), "features.json")  # written again last: only a complete run has it

@@ -57,6 +57,7 @@ SEED = 1  # seeds the split, the initial weights and the shuffling
 DEVICE: Device = "auto"  # auto picks CUDA when present
 THREADS = 1  # torch CPU threads per process (0: all cores; 1 is faster for these small nets)
 DRY_RUN = False  # one batch of one epoch: a smoke test of the whole pipeline
+CONTEXT = True  # per-domain context features (exfil/context.py) as inputs; off: --no-context
 # -----------------------------------------------------------------------------
 
 

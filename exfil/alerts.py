@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -31,6 +31,8 @@ MAX_CACHED_NAMES = 50_000  # name bytes -> registered domain cache, cleared when
 SIGNAL_SAMPLE = 100  # flagged packets per domain whose name signals are averaged
 MAX_DOMAIN_TOTALS = 1_000_000  # domains whose packets are counted; beyond it, unflagged ones go
 EXAMPLES = 3
+MANY_NAMES = 100  # this many distinct flagged names alert a domain whatever its flagged share
+NEAR_MISSES = 10  # strongest not-alerted domains listed
 
 _ENCODINGS = (  # (characters an encoding may use, bits each character carries), smallest first
     (frozenset("0123456789abcdef"), 4.0),
@@ -38,6 +40,12 @@ _ENCODINGS = (  # (characters an encoding may use, bits each character carries),
     (frozenset("abcdefghijklmnopqrstuvwxyz0123456789"), math.log2(36)),
     (frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=-_"), 6.0),
 )
+
+
+def _sizes(batch) -> np.ndarray:  # noqa: ANN001
+    """DNS message bytes of each packet (name bytes where a batch has no messages: a log)."""
+    sizes = getattr(batch, "msg_len", None)
+    return np.asarray(batch.qlen if sizes is None else sizes, np.float64)
 
 
 def name_digest(name: str) -> int:
@@ -92,6 +100,7 @@ class DomainAlert:
     signal_count: int = 0
     unigram_sum: np.ndarray | None = None
     raised: bool = False
+    first_alert: dict | None = None  # when the rule first held: time, packet, what had passed
 
     def add(
         self, names: list[str], clients: list[str], times: np.ndarray, scores: np.ndarray
@@ -122,6 +131,8 @@ class DomainAlert:
         """Fold in the same domain's sums from another capture (parallel detection)."""
         self.first_seen = min(self.first_seen, other.first_seen)
         self.last_seen = max(self.last_seen, other.last_seen)
+        firsts = [f for f in (self.first_alert, other.first_alert) if f is not None]
+        self.first_alert = min(firsts, key=lambda f: f["time"]) if firsts else None
         self.queries += other.queries
         self.score_sum += other.score_sum
         new_names = other.names - self.names
@@ -177,6 +188,7 @@ class DomainAlert:
             "examples": self.examples,
             "signals": signals,
             "why": why,
+            "first_alert": self.first_alert,
         }
 
 
@@ -184,7 +196,9 @@ class AlertBook:
     """Per-domain alerts, updated batch by batch; optional rolling window for live traffic.
 
     A registered domain becomes an alert once `min_names` distinct flagged names were seen under
-    it AND its flagged packets are at least `min_share` of all its packets. Exfiltration needs
+    it AND its flagged packets are at least `min_share` of all its packets, or once MANY_NAMES
+    distinct names under it were flagged whatever the share (a tunnel's own unflagged polls
+    must not dilute it out of view). Exfiltration needs
     many distinct names (each carries new data), while a benign random-looking name is usually
     looked up a few times over (A, AAAA, retries); and one odd name under a busy CDN domain is
     noise, a domain whose traffic is mostly flagged is a channel. `update` returns the domains that
@@ -206,6 +220,7 @@ class AlertBook:
         self.window_seconds = window_seconds
         self.domains: OrderedDict[str, DomainAlert] = OrderedDict()
         self.totals: dict[str, int] = {}
+        self.bytes: dict[str, int] = {}  # DNS message bytes of all the domain's packets
         self._domain_of: dict[bytes, str] = {}
         self._benign_sum: np.ndarray | None = None
         self._benign_count = 0
@@ -226,28 +241,61 @@ class AlertBook:
             alert.signal_sums += signals[start : start + count].sum(axis=0)
             alert.signal_count += count
 
-    def _count_domains(self, name_bytes: np.ndarray, n: int) -> list[bytes]:
-        """Every packet counted under its registered domain; the names as byte keys."""
-        cache, totals = self._domain_of, self.totals
+    def _count_domains(self, name_bytes: np.ndarray, n: int, sizes: np.ndarray) -> tuple:
+        """Every packet (and its bytes) counted under its registered domain: the names as byte
+        keys, and domain -> (packets, bytes) of this batch."""
+        cache, totals, sums = self._domain_of, self.totals, self.bytes
         if len(cache) > MAX_CACHED_NAMES:
             cache.clear()
-        width = name_bytes.shape[1]
-        keys = (
-            np.ascontiguousarray(name_bytes).view(f"S{width}").ravel().tolist()
-            if width
-            else [b""] * n
-        )
-        for key, count in Counter(keys).items():  # benign names repeat: one lookup each
-            domain = cache.get(key)
+        width = max(name_bytes.shape[1], 1)  # the root name alone: one zero byte
+        view = name_bytes if name_bytes.shape[1] else np.zeros((n, 1), np.uint8)
+        view = np.ascontiguousarray(view).view(f"S{width}").ravel()
+        keys = view.tolist()
+        unique, inverse, counts = np.unique(view, return_inverse=True, return_counts=True)
+        weights = np.bincount(inverse.ravel(), weights=sizes, minlength=len(unique))
+        here: dict[str, tuple[int, int]] = {}
+        rows = zip(unique.tolist(), counts.tolist(), weights.tolist(), strict=True)
+        for key, count, size in rows:
+            domain = cache.get(key)  # benign names repeat: one lookup each
             if domain is None:
                 domain = cache[key] = registered_domain(key.decode("latin-1").lower())
             totals[domain] = totals.get(domain, 0) + count
-        return keys
+            sums[domain] = sums.get(domain, 0) + int(size)
+            packets, octets = here.get(domain, (0, 0))
+            here[domain] = (packets + count, octets + int(size))
+        return keys, here
+
+    def _holds(self, names: int, flagged: int, total: int) -> bool:
+        """The alert rule on a domain's distinct flagged names, flagged and total packets."""
+        return names >= self.min_names and (
+            flagged >= self.min_share * total or names >= MANY_NAMES
+        )
 
     def _is_alert(self, alert: DomainAlert) -> bool:
         total = self.totals.get(alert.domain, alert.queries)
-        enough_names = len(alert.names) >= self.min_names or alert.names_overflow
-        return enough_names and alert.queries >= self.min_share * total
+        names = MANY_NAMES if alert.names_overflow else len(alert.names)
+        return self._holds(max(names, len(alert.names)), alert.queries, total)
+
+    def _locate(self, domain: str, before: tuple, keys: list, flagged: dict, batch) -> dict:  # noqa: ANN001
+        """The packet of this batch at which `domain` became an alert, and what had passed."""
+        queries, names, total, size = before
+        cache, sizes = self._domain_of, _sizes(batch)
+        for i, key in enumerate(keys):
+            if cache[key] != domain:
+                continue
+            total, size = total + 1, size + int(sizes[i])
+            if i in flagged:
+                queries += 1
+                names.add(name_digest(flagged[i].lower()))
+            if self._holds(len(names), queries, total):
+                when = float(batch.time[i])
+                record = getattr(batch, "record", None)
+                return {"time": when, "packet": int(record[i]) if record is not None else None,
+                        "domain_packets": total, "flagged_packets": queries,
+                        "distinct_flagged_names": len(names), "domain_bytes": size}  # fmt: skip
+        return {"time": float(batch.time[-1]), "packet": None, "domain_packets": total,
+                "flagged_packets": queries, "distinct_flagged_names": len(names),
+                "domain_bytes": size}  # fmt: skip
 
     def update(  # noqa: ANN001 (batch: a DnsBatch or anything with its columns)
         self, batch, scores: np.ndarray, malicious: np.ndarray, unigrams: np.ndarray | None = None
@@ -266,7 +314,7 @@ class AlertBook:
             flagged, flagged_names = flagged[kept], [flagged_names[k] for k in kept.tolist()]
         client = np.where(batch.response[flagged, None], batch.dst[flagged], batch.src[flagged])
         flagged_clients = strings(format_address(client))
-        keys = self._count_domains(name_bytes, len(name_len))
+        keys, here = self._count_domains(name_bytes, len(name_len), _sizes(batch))
         self.packets += len(name_len)
         self.upper_case += int(_UPPER[name_bytes].any(axis=1).sum()) if name_bytes.size else 0
         cache, totals = self._domain_of, self.totals
@@ -281,6 +329,7 @@ class AlertBook:
         for k, i in enumerate(flagged.tolist()):
             picks.setdefault(cache[keys[i]], []).append(k)
         rows_of: dict[str, np.ndarray] = {}  # domain -> its flagged rows of this batch
+        before: dict[str, tuple] = {}  # not yet alerted: its sums before this batch
         for domain, ks in picks.items():
             rows = rows_of[domain] = flagged[ks]
             alert = self.domains.get(domain)
@@ -288,6 +337,10 @@ class AlertBook:
                 start = float(times[rows[0]])
                 alert = self.domains[domain] = DomainAlert(domain, start, start)
             names = [flagged_names[k] for k in ks]
+            if not alert.raised:  # then fewer than MANY_NAMES names: a small copy
+                packets, octets = here[domain]
+                before[domain] = (alert.queries, set(alert.names), totals[domain] - packets,
+                                  self.bytes[domain] - octets)  # fmt: skip
             alert.add(names, [flagged_clients[k] for k in ks], times[rows], scores[rows])
         self._add_signals(rows_of, name_bytes, name_len)
         raised = []
@@ -300,6 +353,9 @@ class AlertBook:
             if not alert.raised and self._is_alert(alert):
                 alert.raised = True
                 raised.append(domain)
+                if domain in before:
+                    names_of = {int(flagged[k]): flagged_names[k] for k in picks[domain]}
+                    alert.first_alert = self._locate(domain, before[domain], keys, names_of, batch)
         if self.window_seconds is not None and len(times):
             self._forget_before(float(np.max(times)) - self.window_seconds)
         if len(totals) > MAX_DOMAIN_TOTALS:
@@ -338,6 +394,30 @@ class AlertBook:
         chosen = [a for a in self.domains.values() if self._is_alert(a)]
         chosen.sort(key=lambda alert: (-alert.queries, alert.domain))
         return [alert.summary(mean, self.totals.get(alert.domain)) for alert in chosen]
+
+    def near_misses(self) -> list[dict]:
+        """Domains the rule did not alert that came close: at least half the distinct flagged
+        names it needs (2 or more), strongest first, so "no alerts" is never silent about
+        a strong candidate."""
+        close = max(2, (self.min_names + 1) // 2)
+        rows = []
+        for alert in self.domains.values():
+            names = len(alert.names)
+            if self._is_alert(alert) or names < close:
+                continue
+            total = self.totals.get(alert.domain, alert.queries)
+            share = alert.queries / max(total, 1)
+            short = [f"{names} distinct flagged names < {self.min_names}"] if (
+                names < self.min_names) else []  # fmt: skip
+            if share < self.min_share and names < MANY_NAMES:
+                short.append(f"flagged share {share:.1%} < {self.min_share:.0%} of its packets")
+            rows.append({"domain": alert.domain, "distinct_flagged_names": names,
+                         "flagged_packets": alert.queries, "domain_packets": total,
+                         "share_flagged": round(share, 4),
+                         "mean_score": round(alert.score_sum / max(alert.queries, 1), 4),
+                         "examples": alert.examples, "why_not": "; ".join(short)})  # fmt: skip
+        rows.sort(key=lambda r: (-r["distinct_flagged_names"], -r["share_flagged"], r["domain"]))
+        return rows[:NEAR_MISSES]
 
     def summary(self, domain: str) -> dict:
         mean = self._benign_sum / self._benign_count if self._benign_count else None

@@ -126,6 +126,9 @@ def with_session_copies(data: Dataset, index: np.ndarray, copies: int, seed: int
         part.qname_bytes[malicious], part.qname_len[malicious], keys, domains, copies, rng
     )
     files = part.files if part.files is not None else np.full(len(part), -1, np.int32)
+    side = None  # the context columns: a copy keeps its original's (its domain's history)
+    if part.extras is not None:
+        side = np.concatenate([part.extras, np.tile(part.extras[malicious], (copies, 1))])
     return Dataset(
         data.folder,
         np.concatenate([part.labels, np.tile(part.labels[malicious], copies)]),
@@ -134,4 +137,5 @@ def with_session_copies(data: Dataset, index: np.ndarray, copies: int, seed: int
         qname_bytes=np.concatenate([part.qname_bytes, qbytes]),
         qname_len=np.concatenate([part.qname_len, qlen]),
         files=np.concatenate([files, np.tile(files[malicious], copies)]),
+        extras=side,
     )

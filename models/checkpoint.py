@@ -27,7 +27,7 @@ FORMAT = "exfil-detect-checkpoint/1"
 SIZE_ARGS = {  # model_args that size tensors: (least, most); outside is damage, not a model
     "dim": (1, 4096), "extras": (0, 256), "classes": (2, 16), "hidden": (1, 65536),
     "code": (1, 65536), "vocab": (1, 256), "embed": (1, 4096), "layers": (1, 8),
-    "qname_len": (1, 4096), "max_len": (1, 4096),
+    "qname_len": (1, 4096), "max_len": (1, 4096), "side": (0, 256),
 }  # fmt: skip
 
 
@@ -167,14 +167,21 @@ def predict_proba(
     qname_bytes: np.ndarray | None = None,
     qname_len: np.ndarray | None = None,
     batch_size: int = 65536,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Probability that each packet is malicious, float32 (N,); flag where >= meta["threshold"]."""
+    """Probability that each packet is malicious, float32 (N,); flag where >= meta["threshold"].
+
+    `context`: the LSTM's side columns (the ctx_ extras it was trained with), if it has any.
+    """
     network = meta["network"]
     if INPUTS[network] == "unigrams":
         x = np.ascontiguousarray(_need(unigrams, "unigrams", network), dtype=np.float32)
         return score_unigrams(model, x, batch_size)
     qb = _need(qname_bytes, "qname_bytes", network)
     ql = _need(qname_len, "qname_len", network)
+    if getattr(model, "side", 0):
+        side = _need(context, "its context columns (ctx_ extras)", network)
+        return score_qnames(model, qb, ql, batch_size, np.asarray(side, np.float32))
     return score_qnames(model, qb, ql, batch_size)
 
 

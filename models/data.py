@@ -139,6 +139,32 @@ def with_extras(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:
     return out
 
 
+def with_side(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:
+    """`data` whose `extras` are the named columns only, in that order: the LSTM's side input
+    (the per-domain context beside the name). features["extras"] says which."""
+    names = list(names)
+    out = data.replace_arrays()
+    out.features = {**data.features, "extras": names}
+    have = list(data.features.get("extras") or [])
+    missing = [n for n in names if n not in have]
+    if names and (data.extras is None or missing):
+        raise UserError(
+            f"{data.folder}: features {missing or names} missing (rerun ng.py with this version)"
+        )
+    columns = [have.index(n) for n in names]
+    out.extras = data.extras[:, columns] if names else np.zeros((len(data), 0), np.float32)
+    return out
+
+
+def model_inputs(data: Dataset, meta: dict) -> dict:
+    """predict_proba's keyword inputs for a checkpoint (its network and its extras)."""
+    names = meta.get("features", {}).get("extras") or []
+    if meta["network"] != "lstm":
+        return {"unigrams": with_extras(data, names).unigrams}
+    side = with_side(data, names).extras if names else None
+    return {"qname_bytes": data.qname_bytes, "qname_len": data.qname_len, "context": side}
+
+
 # --------------------------------------------------------------------------- split
 
 

@@ -2,7 +2,8 @@
 
 A user acts on domains, not packets. For each model the flagged packets go through the alert
 rule detect.py applies (a domain is alerted once `min_names` distinct flagged names were seen
-under it and its flagged packets are at least `min_share` of its packets so far), packet by
+under it and its flagged packets are at least `min_share` of its packets so far, or once
+exfil.alerts.MANY_NAMES distinct names were flagged), packet by
 packet in capture order, so "queries to first alert" is what a live deployment would see.
 Two rules practitioners run are the baselines, on the same packets:
 - `rule_subdomains` (RITA): a registered domain with >= 100 distinct names under it;
@@ -17,6 +18,7 @@ from collections import deque
 
 import numpy as np
 
+from exfil.alerts import MANY_NAMES
 from exfil.domains import registered_domain
 
 RITA_NAMES = 100  # distinct subdomains per registered domain (RITA's default)
@@ -50,7 +52,8 @@ def first_alerts(domain: np.ndarray, name: np.ndarray, flagged: np.ndarray,
     totals = np.cumsum(np.ones(n)) - start[group]
     hits = np.cumsum(f) - np.r_[0, np.cumsum(f)][start][group]
     distinct = np.cumsum(seen) - np.r_[0, np.cumsum(seen)][start][group]
-    holds = (distinct >= min_names) & (hits >= min_share * totals) & f
+    shared = (hits >= min_share * totals) | (distinct >= MANY_NAMES)  # as AlertBook._holds
+    holds = (distinct >= min_names) & shared & f
     out = np.full(int(domain.max()) + 1 if n else 0, -1, np.int64)
     where = np.flatnonzero(holds)
     if len(where):

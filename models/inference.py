@@ -40,14 +40,18 @@ def score_unigrams(model: nn.Module, unigrams, batch_size: int = 65536, fn=None)
     return out.numpy()
 
 
-def score_qnames(model: nn.Module, qname_bytes, qname_len, batch_size: int = 65536) -> np.ndarray:
-    """Malicious probability from the LSTM over names, batched in order of decreasing length."""
+def score_qnames(  # noqa: ANN001
+    model: nn.Module, qname_bytes, qname_len, batch_size: int = 65536, side=None
+) -> np.ndarray:
+    """Malicious probability from the LSTM over names (and `side` context columns, if the
+    network reads them), batched in order of decreasing length."""
     device = _device(model)
     if device.type == "cpu":  # the per-step gate tensors must stay in cache: small CPU batches
         batch_size = min(batch_size, CPU_LSTM_BATCH)
     qb = torch.as_tensor(qname_bytes)
     ql = torch.as_tensor(qname_len).long().clamp(1, min(qb.shape[1], model.max_len))
     order = torch.argsort(ql, descending=True, stable=True)
+    columns = None if side is None or not getattr(model, "side", 0) else torch.as_tensor(side)
     out = torch.empty(len(ql), dtype=torch.float32)
     model.eval()
     with torch.inference_mode():
@@ -55,7 +59,8 @@ def score_qnames(model: nn.Module, qname_bytes, qname_len, batch_size: int = 655
             pick = order[start : start + batch_size]
             lengths = ql[pick]
             batch = qb[pick, : int(lengths[0])].to(device, non_blocking=True)  # (B, T_batch)
-            logits = model(batch, lengths, sorted_=True)
+            extra = None if columns is None else columns[pick].to(device)
+            logits = model(batch, lengths, extra, sorted_=True)
             out[pick] = malicious_proba(logits).float().cpu()
     return out.numpy()
 

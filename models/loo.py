@@ -28,6 +28,7 @@ from models.baselines import Baseline
 from models.checkpoint import load_checkpoint, predict_proba
 from models.data import (
     Dataset,
+    model_inputs,
     packet_families,
     save_dataset,
     split_by_file_and_time,
@@ -58,8 +59,7 @@ def _scorers(
         model, meta = _train_network(network, folder, settings)
 
         def score(d, model=model, meta=meta):
-            x = with_extras(d, meta["features"].get("extras") or []).unigrams
-            return predict_proba(model, meta, x, d.qname_bytes, d.qname_len)
+            return predict_proba(model, meta, **model_inputs(d, meta))
 
         models[network] = (score, meta["threshold"])
     train, val = split_by_file_and_time(sub, split.val_files, split.val_time, split.seed)

@@ -159,6 +159,7 @@ class LSTMConfig:
     max_len: int = 256  # bytes read at most per name (its first ones)
     dropout: float = 0.2  # dropout on the byte embeddings while training (no cost at inference)
     pool: str = "max"  # max: head on the max over all steps | last: on the last state
+    side: int = 0  # per-packet side columns (the per-domain context) beside the name
 
 
 class QnameLSTM(nn.Module):
@@ -170,11 +171,22 @@ class QnameLSTM(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True)
         self.pool = cfg.pool
-        self.head = nn.Linear(cfg.hidden, cfg.classes)
+        self.side = cfg.side
+        if cfg.side:  # the name's summary and the standardised context, then one hidden layer
+            self.side_scale = Standardize(cfg.side, cfg.side)
+            self.head = nn.Sequential(
+                nn.Linear(cfg.hidden + cfg.side, cfg.hidden), nn.Tanh(),
+                nn.Linear(cfg.hidden, cfg.classes),
+            )  # fmt: skip
+        else:
+            self.head = nn.Linear(cfg.hidden, cfg.classes)
         self.reverse, self.max_len = cfg.reverse, cfg.max_len
 
-    def forward(self, qbytes: torch.Tensor, qlen: torch.Tensor, sorted_: bool = False):
-        """qbytes (B, T) uint8/long, qlen (B,) -> logits (B, classes).
+    def forward(
+        self, qbytes: torch.Tensor, qlen: torch.Tensor, side: torch.Tensor | None = None,
+        sorted_: bool = False,
+    ):  # fmt: skip
+        """qbytes (B, T) uint8/long, qlen (B,), side (B, cfg.side) -> logits (B, classes).
 
         `sorted_` says the batch is already sorted by decreasing length (saves a permutation).
         """
@@ -194,6 +206,10 @@ class QnameLSTM(nn.Module):
             summary = steps.amax(dim=1)
         else:
             summary = h[-1]
+        if self.side:
+            if side is None:
+                raise ValueError(f"this LSTM reads {self.side} context columns beside the name")
+            summary = torch.cat([summary, self.side_scale(side.float())], dim=1)
         return self.head(summary)
 
 

@@ -12,8 +12,16 @@ import torch
 from torch import nn
 
 from exfil.cli import UserError
+from exfil.context import CONTEXT_FEATURES
 from models.checkpoint import save_checkpoint
-from models.data import Dataset, features_key, load_dataset, split_by_file_and_time, with_extras
+from models.data import (
+    Dataset,
+    features_key,
+    load_dataset,
+    split_by_file_and_time,
+    with_extras,
+    with_side,
+)
 from models.distributed import Dist, print0
 from models.inference import score_qnames, score_unigrams
 from models.metrics import binary_metrics, choose_threshold, fpr_threshold
@@ -35,10 +43,16 @@ def load_split(
 ) -> tuple[Dataset, np.ndarray, np.ndarray]:
     """The dataset and its honest (file + time block) train/validation split.
 
-    Unigram networks get the named `extras` (ng.py --extras) as trailing input columns.
+    Unigram networks get the named `extras` (ng.py --extras) as trailing input columns, and
+    with `cfg.context` the per-domain context columns too; the LSTM gets the context alone,
+    as its side input.
     """
     data = load_dataset(cfg.data, need=(INPUTS[network],))
-    data = with_extras(data, extras if INPUTS[network] == "unigrams" else [])
+    context = list(CONTEXT_FEATURES) if cfg.context else []
+    if INPUTS[network] == "unigrams":
+        data = with_extras(data, [*[e for e in extras if e not in context], *context])
+    else:
+        data = with_side(data, context)
     train, val = split_by_file_and_time(data, cfg.val_files, cfg.val_time, cfg.seed)
     for name, index in (("train", train), ("validation", val)):
         if len(index) == 0 or not data.labels[index].any() and name == "train":
@@ -60,6 +74,9 @@ def network_tensors(data: Dataset, index: np.ndarray, network: str) -> tuple[tor
     if INPUTS[network] == "unigrams":
         return (torch.from_numpy(data.unigrams[index]),)
     qlen = torch.from_numpy(data.qname_len[index]).long()
+    if data.extras is not None and data.extras.shape[1]:  # the side (context) columns
+        side = torch.from_numpy(np.ascontiguousarray(data.extras[index]))
+        return torch.from_numpy(data.qname_bytes[index]), qlen, side
     return torch.from_numpy(data.qname_bytes[index]), qlen
 
 
@@ -74,7 +91,8 @@ def validation_scorer(data: Dataset, index: np.ndarray, network: str, batch_size
         x = data.unigrams[index]
         return lambda model: score_unigrams(model, x, batch_size)
     qb, ql = data.qname_bytes[index], data.qname_len[index]
-    return lambda model: score_qnames(model, qb, ql, batch_size)
+    side = data.extras[index] if data.extras is not None and data.extras.shape[1] else None
+    return lambda model: score_qnames(model, qb, ql, batch_size, side)
 
 
 def fit_threshold_and_save(

@@ -67,7 +67,9 @@ def train_clf(cfg: ClfRun, dist: Dist) -> dict:
     """Fully connected classifier on unigrams + name features."""
     torch.manual_seed(cfg.seed)  # the initial weights: models are built after this
     data, train, val = load_split(cfg, "clf", dist, cfg.extras)
-    args = MLPConfig(dim=data.unigrams.shape[1], hidden=tuple(cfg.hidden), extras=len(cfg.extras))
+    args = MLPConfig(
+        dim=data.unigrams.shape[1], hidden=tuple(cfg.hidden), extras=len(data.features["extras"])
+    )
     model = MLPClassifier(args)
     fit_scaling(model, torch.from_numpy(data.unigrams[train]))  # extras' statistics
     history = _classifier(model, "clf", data, train, val, cfg, dist, "clf")
@@ -111,7 +113,7 @@ def train_ae_clf(cfg: AEClfRun, dist: Dist) -> dict:
     torch.manual_seed(cfg.seed)
     data, train, val = load_split(cfg, "ae_clf", dist, cfg.extras)
     dim = data.unigrams.shape[1]
-    args = AEConfig(dim=dim, hidden=cfg.hidden, code=cfg.code, extras=len(cfg.extras))
+    args = AEConfig(dim=dim, hidden=cfg.hidden, code=cfg.code, extras=len(data.features["extras"]))
     model = AEClassifier(args)
     fit_scaling(model, torch.from_numpy(data.unigrams[train]))  # extras' statistics
     ae_history, threshold, anomaly = _fit_autoencoder(model, data, train, val, cfg, dist)
@@ -137,8 +139,11 @@ def train_lstm(cfg: LSTMRun, dist: Dist) -> dict:
         reverse=cfg.reverse,
         dropout=cfg.dropout,
         qname_len=data.qname_bytes.shape[1],
+        side=data.extras.shape[1],
     )
     model = QnameLSTM(args)
+    if args.side:
+        fit_scaling(model, torch.from_numpy(data.extras[train]))  # the context's statistics
     seen = with_session_copies(data, train, cfg.augment, cfg.seed)
     print0(dist, f"training names: {len(train)} packets + {len(seen) - len(train)} redrawn copies")
     validate = classifier_validation(validation_scorer(data, val, "lstm"), data.labels[val])

@@ -54,6 +54,7 @@ class RunConfig(SplitConfig):
     device: Device = "auto"
     threads: int = 1
     dry_run: bool = False
+    context: bool = True  # the per-domain context features (exfil/context.py) as inputs
 
     def train_config(self, **changes) -> TrainConfig:
         """The training loop's settings, early stopping on validation PR-AUC unless changed."""

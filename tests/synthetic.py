@@ -16,7 +16,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from exfil.context import CONTEXT_FEATURES
 from exfil.dataset import write_arrays, write_meta
+from exfil.features import NAME_FEATURES
 from exfil.featureset import FeatureSettings
 
 QNAME_LEN = 256
@@ -134,14 +136,15 @@ def make_dataset(
         else:
             name, classes[i] = _benign(rng)
             names.append(name)
+    qtypes = rng.choice(QTYPES, size=packets)
     qname_len = np.array([len(n) for n in names], np.int32)
     qname_bytes = np.zeros((packets, QNAME_LEN), np.uint8)
     for i, name in enumerate(names):
         qname_bytes[i, : len(name)] = np.frombuffer(name.encode(), np.uint8)
-    qtypes = rng.choice(QTYPES, size=packets)
-    settings = FeatureSettings("qname", transform, QNAME_LEN)  # ng.py's recipe, every array
-    batch = SimpleNamespace(qname=qname_bytes, qlen=qname_len.astype(np.int64))
-    features = settings.compute(batch)
+    extras = NAME_FEATURES + CONTEXT_FEATURES  # ng.py's recipe and its default columns
+    settings = FeatureSettings("qname", transform, QNAME_LEN, extras)
+    batch = SimpleNamespace(qname=qname_bytes, qlen=qname_len.astype(np.int64), qtype=qtypes)
+    features = settings.compute(batch, context=settings.new_context())
     write_arrays(folder, {"labels": labels, "classes": classes, "files": file_rows,
                           "qtypes": qtypes, "times": 1.7e9 + np.arange(packets) * 0.05,
                           **features})  # fmt: skip

@@ -116,3 +116,52 @@ def test_repeated_random_name_and_diluted_domain_are_not_alerts():
     book.update(*batch(names, [i < 4 for i in range(40)]))
     assert book.alerts() == []
     assert book.totals["example.org"] == 40
+
+
+def test_first_alert_says_when_and_what_had_passed_exactly():
+    """The alert is located at its packet, not at the end of the batch that held it."""
+    names = ["www.example.com", "a1.evil.net", "a1.evil.net", "a2.evil.net", "x.other.org",
+             "a3.evil.net", "a4.evil.net"]  # fmt: skip
+    book = AlertBook(min_names=3, min_share=0.5)
+    packets, scores, flags = batch(names, [False, True, True, True, False, True, True])
+    packets.record = np.arange(100, 107)
+    packets.msg_len = np.array([40, 41, 41, 42, 43, 44, 45])
+    book.update(packets, scores, flags)
+    first = book.alerts()[0]["first_alert"]
+    assert first == {"time": 5.0, "packet": 105, "domain_packets": 4, "flagged_packets": 4,
+                     "distinct_flagged_names": 3, "domain_bytes": 41 + 41 + 42 + 44}  # fmt: skip
+
+
+def test_first_alert_counts_earlier_batches():
+    book = AlertBook(min_names=2, min_share=0.1)
+    book.update(*batch(["q.evil.net", "www.evil.net"], [True, False]))
+    book.update(*batch(["www.evil.net", "r.evil.net"], [False, True], start=10.0))
+    first = book.alerts()[0]["first_alert"]
+    assert first["time"] == 11.0 and first["domain_packets"] == 4
+    assert first["distinct_flagged_names"] == 2 and first["flagged_packets"] == 2
+
+
+def test_polls_do_not_dilute_a_domain_with_many_flagged_names():
+    """A tunnel whose flagged data queries are 10% of its packets (90% unflagged polls) is
+    alerted once MANY_NAMES distinct names were flagged; a domain short of it is a near miss."""
+    from exfil.alerts import MANY_NAMES
+
+    names, flags = [], []
+    for i in range(MANY_NAMES * 10):
+        data = i % 10 == 0
+        names.append(f"{i:032x}.t.tunnel.net" if data else f"p{i % 3}.t.tunnel.net")
+        flags.append(data)
+    names += [f"{i:024x}.cdn.example.org" for i in range(40)] + ["www.example.org"] * 400
+    flags += [True] * 40 + [False] * 400
+    book = AlertBook(min_names=5, min_share=0.2)
+    book.update(*batch(names, flags))
+    assert [a["domain"] for a in book.alerts()] == ["tunnel.net"]
+    near = book.near_misses()
+    assert [n["domain"] for n in near] == ["example.org"]
+    assert near[0]["distinct_flagged_names"] == 40 and "share 9.1% < 20%" in near[0]["why_not"]
+
+
+def test_no_near_miss_for_a_lone_odd_name():
+    book = AlertBook(min_names=5)
+    book.update(*batch(["x7f3a9.cdn.example.org", "www.example.org"], [True, False]))
+    assert book.alerts() == [] and book.near_misses() == []

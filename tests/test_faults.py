@@ -16,6 +16,7 @@ from conftest import ROOT, run_script
 from synthetic import make_dataset
 
 from exfil.cli import UserError
+from exfil.context import CONTEXT_FEATURES
 from exfil.dnsmsg import pack_query
 from exfil.pcapwrite import write_udp_capture
 from models.data import load_dataset
@@ -40,8 +41,9 @@ def test_ng_on_chunks_without_dns_writes_the_dns_rows_there_are(tmp_path):
     run_script("ng.py", cap, "--out", tmp_path / "a", "--chunk", "16")
     run_script("ng.py", cap, "--out", tmp_path / "b", "--ports", "9")  # no record matches
     features = json.loads((tmp_path / "a" / "features.json").read_text())
-    assert features["packets"] == 30 and np.load(tmp_path / "a" / "extras.npy").shape == (30, 7)
+    assert features["packets"] == 30 and np.load(tmp_path / "a" / "extras.npy").shape == (30, 19)
     assert json.loads((tmp_path / "b" / "features.json").read_text())["packets"] == 0
+    assert features["extras"][7:] == list(CONTEXT_FEATURES)  # 7 name + 12 context columns
 
 
 def test_captures_with_the_same_file_name_keep_their_own_rows(tmp_path):

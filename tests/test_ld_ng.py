@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import DNS, DNSQR, DNSRR, DNSRROPT, IP, UDP, Ether, IPv6
 
+from exfil.context import CONTEXT_FEATURES
 from exfil.dnsparse import QNAME_MAX, QTYPE_NAMES
 from exfil.features import TRANSFORMS, extras, name_histograms, unigrams
 from exfil.labels import load_truth
@@ -281,7 +282,9 @@ def test_same_capture_twice_in_one_process_and_extras(tmp_path: Path) -> None:
     assert rows[:24] == rows[24:] and (names[:24] == names[24:]).all()
     assert more[:, 0].tolist() == [len(r["qname"]) for r in rows]
     info = json.loads((out / "features.json").read_text())
-    assert info["packets"] == 48 and info["extras"] == ["name_len", "entropy"]
+    assert info["packets"] == 48 and info["extras"] == ["name_len", "entropy", *CONTEXT_FEATURES]
+    assert (more[:24] == more[24:]).all()  # each capture starts its per-domain context afresh
+    assert not (more[1:24, 2:] == more[0, 2:]).all()  # ... which then moves
     assert not list(out.glob(".*"))  # no part files left behind
 
 

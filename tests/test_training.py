@@ -10,9 +10,10 @@ import pytest
 import torch
 from synthetic import make_dataset
 
+from exfil.context import CONTEXT_FEATURES
 from exfil.features import NAME_FEATURES
 from models import load_checkpoint, predict_proba
-from models.data import load_dataset, with_extras
+from models.data import load_dataset, model_inputs, with_extras
 from models.distributed import Dist
 from models.metrics import binary_metrics
 from models.nets import AEConfig, AutoEncoder, LSTMConfig, MLPClassifier, MLPConfig, QnameLSTM
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data"), packets=1500, seed=4, files=5)
+    return make_dataset(tmp_path_factory.mktemp("data"), packets=3000, seed=4, files=5)
 
 
 def _mse(net, batch):
@@ -104,10 +105,13 @@ def test_training_script_saves_a_usable_checkpoint(tmp_path, folder, script, fla
     assert meta["network"] == script[6:-3] and meta["features"]["scope"] == "qname"
     assert meta["history"] and meta["config"]["seed"] == 2 and 0 < meta["threshold"] < 1
     data = load_dataset(folder)
-    if meta["network"] != "lstm":  # unigram nets were trained with the extras appended
-        assert meta["features"]["extras"] and meta["model_args"]["extras"] == len(NAME_FEATURES)
-        data = with_extras(data, meta["features"]["extras"])
-    p = predict_proba(model, meta, data.unigrams, data.qname_bytes, data.qname_len)
+    if meta["network"] != "lstm":  # unigram nets: name and context columns, all standardised
+        assert meta["features"]["extras"] == [*NAME_FEATURES, *CONTEXT_FEATURES]
+        assert meta["model_args"]["extras"] == len(NAME_FEATURES) + len(CONTEXT_FEATURES)
+    else:  # the LSTM reads the context beside the name
+        assert meta["features"]["extras"] == list(CONTEXT_FEATURES)
+        assert meta["model_args"]["side"] == len(CONTEXT_FEATURES)
+    p = predict_proba(model, meta, **model_inputs(data, meta))
     assert binary_metrics(data.labels, p, meta["threshold"])["f1"] > 0.9
     if script == "train_ae_clf.py":
         assert meta["anomaly_threshold"] > 0 and len(meta["history"]["autoencoder"]) == 2
