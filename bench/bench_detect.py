@@ -3,12 +3,18 @@
     python bench/bench_detect.py                                  # default capture and clf.pt
     python bench/bench_detect.py --model checkpoints/lstm.pt
     python bench/bench_detect.py --capture big.pcapng --tshark-slice 0
+    python bench/bench_detect.py --compare work/clf-no-context.pt   # context on vs off
+    python bench/bench_detect.py --distinct-domains 1000000          # memory: 1 domain a packet
 
-Runs detect.py on one capture with one worker (one process) and prints its packets/s, then times
-tshark merely extracting the query names from a slice of the same capture, in the same run, and
-prints the ratio. Needs a trained checkpoint (`make demo` writes checkpoints/clf.pt).
+Runs detect.py on one capture with one worker (one process) and prints its packets/s and peak
+RSS, then (optionally) a second checkpoint on the same capture, e.g. one trained with
+--no-context, and times tshark merely extracting the query names from a slice of the same
+capture, in the same run, and prints the ratios. --distinct-domains N scores captures of 100,000
+and N queries each under its own registered domain (the per-domain state's worst case) and
+prints both peak RSS figures. Needs a trained checkpoint (`make demo` writes checkpoints/clf.pt).
 """
 
+import os
 import re
 import shutil
 import struct
@@ -20,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np
+
 from exfil.cli import UserError, configure, format_config, run
 
 # -----------------------------------------------------------------------------
@@ -28,6 +36,8 @@ PACKETS = 1_000_000  # DNS packets in the generated capture
 SEED = 7  # generator seed
 MODEL = "checkpoints/clf.pt"  # checkpoint detect.py loads
 TSHARK_SLICE = 100_000  # packets of the capture tshark extracts names from (0: skip tshark)
+COMPARE = ""  # a second checkpoint to time on the same capture (e.g. trained --no-context)
+DISTINCT_DOMAINS = 0  # also: peak RSS on 100,000 and this many queries, one domain each
 # -----------------------------------------------------------------------------
 
 
@@ -58,29 +68,65 @@ def pcap_slice(source: Path, target: Path, records: int) -> None:
             out.write(head + handle.read(struct.unpack("<I", head[8:12])[0]))
 
 
+def distinct_domains_capture(count: int) -> Path:
+    """`count` A queries, each under a registered domain of its own (generated once)."""
+    from exfil.dnsmsg import pack_query
+    from exfil.pcapwrite import write_udp_capture
+
+    path = ROOT / "bench" / "out" / f"domains-{count}.pcap"
+    if not path.exists():
+        print(f"generating {count:,} queries under {count:,} domains -> {path}", flush=True)
+        payloads = [pack_query(i, f"www.d{i:07d}-example.com", 1) for i in range(count)]
+        ip = np.full(count, 0x0A000001, np.uint32)
+        write_udp_capture(path, np.arange(count, dtype=np.int64) * 1_000_000, ip, ip + 1,
+                          np.full(count, 40000), np.full(count, 53), payloads)  # fmt: skip
+    return path
+
+
+def run_detect(capture: Path, model: str) -> tuple[int, float, float, float]:
+    """detect.py in its own process: (packets, seconds scoring, wall seconds, peak RSS MiB)."""
+    out = ROOT / "bench" / "out" / "bench-scores.csv"
+    command = [sys.executable, str(ROOT / "detect.py"), str(capture), "--model", model,
+               "--out", str(out), "--workers", "1"]  # fmt: skip
+    log = out.with_name("bench-detect.log")
+    started = time.perf_counter()
+    with open(log, "w") as sink:
+        child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    text = log.read_text()
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise UserError(f"detect.py failed: {text.strip().splitlines()[-1]}")
+    found = re.search(r"scored (\d+) DNS packets in ([\d.]+) s", text)
+    return int(found.group(1)), float(found.group(2)), wall, usage.ru_maxrss / 1024
+
+
 def main() -> None:
     print(format_config(configure(globals())))
     capture = Path(CAPTURE) if CAPTURE else make_capture()
-    if not Path(MODEL).is_file():
-        raise UserError(f"{MODEL}: no checkpoint; run `make demo` or a training script first")
-    out = ROOT / "bench" / "out" / "bench-scores.csv"
-    command = [sys.executable, str(ROOT / "detect.py"), str(capture), "--model", MODEL,
-               "--out", str(out), "--workers", "1"]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode not in (0, 1):
-        raise UserError(f"detect.py failed: {done.stderr.strip().splitlines()[-1]}")
-    found = re.search(r"scored (\d+) DNS packets in ([\d.]+) s", done.stdout)
-    packets, seconds = int(found.group(1)), float(found.group(2))
-    ours = packets / seconds
-    print(
-        f"detect.py ({Path(MODEL).name}, 1 process): {packets:,} DNS packets in {seconds:.2f} s "
-        f"= {ours:,.0f} packets/s ({packets / wall:,.0f} including start-up, {wall:.1f} s)"
-    )
+    for model in filter(None, (MODEL, COMPARE)):
+        if not Path(model).is_file():
+            raise UserError(f"{model}: no checkpoint; run `make demo` or a training script first")
+    rates = []
+    for model in filter(None, (MODEL, COMPARE)):
+        packets, seconds, wall, peak = run_detect(capture, model)
+        rates.append(packets / seconds)
+        print(
+            f"detect.py ({Path(model).name}, 1 process): {packets:,} DNS packets in {seconds:.2f} s"
+            f" = {rates[-1]:,.0f} packets/s ({packets / wall:,.0f} including start-up, "
+            f"{wall:.1f} s), peak RSS {peak:,.0f} MiB"
+        )
+    if len(rates) == 2:
+        print(f"{Path(MODEL).name} runs at {rates[0] / rates[1]:.0%} of {Path(COMPARE).name}")
+    if DISTINCT_DOMAINS:
+        for count in sorted({100_000, DISTINCT_DOMAINS}):
+            packets, seconds, _, peak = run_detect(distinct_domains_capture(count), MODEL)
+            print(f"{packets:,} queries under as many domains: peak RSS {peak:,.0f} MiB, "
+                  f"{packets / seconds:,.0f} packets/s")  # fmt: skip
+    ours = rates[0]
     tshark = shutil.which("tshark")
     if TSHARK_SLICE and tshark:
-        piece = out.with_name("tshark-slice.pcap")
+        piece = ROOT / "bench" / "out" / "tshark-slice.pcap"
         pcap_slice(capture, piece, TSHARK_SLICE)
         started = time.perf_counter()
         subprocess.run(

@@ -29,7 +29,7 @@ MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the 
 MAX_TRACKED_CLIENTS = 256
 MAX_CACHED_NAMES = 50_000  # name bytes -> registered domain cache, cleared when full
 SIGNAL_SAMPLE = 100  # flagged packets per domain whose name signals are averaged
-MAX_DOMAIN_TOTALS = 1_000_000  # domains whose packets are counted; beyond it, unflagged ones go
+MAX_DOMAIN_TOTALS = 100_000  # domains whose packets are counted; beyond it, unflagged ones go
 EXAMPLES = 3
 MANY_NAMES = 100  # this many distinct flagged names alert a domain whatever its flagged share
 NEAR_MISSES = 10  # strongest not-alerted domains listed
@@ -358,8 +358,9 @@ class AlertBook:
                     alert.first_alert = self._locate(domain, before[domain], keys, names_of, batch)
         if self.window_seconds is not None and len(times):
             self._forget_before(float(np.max(times)) - self.window_seconds)
-        if len(totals) > MAX_DOMAIN_TOTALS:
+        if len(totals) > MAX_DOMAIN_TOTALS:  # memory stays flat under millions of domains
             self.totals = {d: n for d, n in totals.items() if d in self.domains}
+            self.bytes = {d: n for d, n in self.bytes.items() if d in self.domains}
         return raised
 
     def merge(self, other: AlertBook) -> None:
@@ -379,6 +380,8 @@ class AlertBook:
         self._benign_count += other._benign_count
         for domain, count in other.totals.items():
             self.totals[domain] = self.totals.get(domain, 0) + count
+        for domain, size in other.bytes.items():
+            self.bytes[domain] = self.bytes.get(domain, 0) + size
 
     def _forget_before(self, cutoff: float) -> None:
         while self.domains:

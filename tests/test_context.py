@@ -165,3 +165,44 @@ def test_detect_computes_the_columns_ng_wrote(capture, tmp_path) -> None:
     lstm = network_inputs(next(read_dns(capture, (53,), 100_000)), {**meta, "network": "lstm"},
                           FeatureSettings.from_meta(features).new_context())  # fmt: skip
     np.testing.assert_array_equal(lstm["context"], np.load(tmp_path / "extras.npy"))
+
+
+def rescaled_capture(source, target, factor: float):  # noqa: ANN001, ANN201
+    """A copy of a little-endian µs pcap whose packet times are stretched by `factor`."""
+    import struct
+
+    data = bytearray(source.read_bytes())
+    assert struct.unpack_from("<I", data)[0] == 0xA1B2C3D4
+    offset, start = 24, None
+    while offset + 16 <= len(data):
+        seconds, micros, caplen, _ = struct.unpack_from("<IIII", data, offset)
+        stamp = seconds * 1_000_000 + micros
+        start = stamp if start is None else start
+        moved = start + round((stamp - start) * factor)
+        struct.pack_into("<II", data, offset, moved // 1_000_000, moved % 1_000_000)
+        offset += 16 + caplen
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("network", ["clf", "lstm"])
+def test_scaling_a_captures_timestamps_moves_no_score(pipeline, tmp_path, network) -> None:
+    """Issue 13: times x0.1 and x10 move the mean score by < 0.01; here by nothing at all,
+    since no feature reads time (the generator's synthetic timing cannot leak)."""
+    import csv
+
+    source = pipeline["work"] / "test.pcap"
+    means, scores = [], []
+    for factor in (1.0, 0.1, 10.0):
+        capture = rescaled_capture(source, tmp_path / f"x{factor}.pcap", factor)
+        out = tmp_path / f"scores-{factor}.csv"
+        run_script("detect.py", capture, "--model", pipeline["checkpoints"][network], "--out",
+                   out, "--workers", 1, check=False)  # fmt: skip
+        with open(out, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len({r["time"] for r in rows[:50]}) > 1
+        scores.append(np.array([float(r["score"]) for r in rows]))
+        means.append(scores[-1].mean())
+    assert abs(means[1] - means[0]) < 0.01 and abs(means[2] - means[0]) < 0.01
+    np.testing.assert_array_equal(scores[1], scores[0])
+    np.testing.assert_array_equal(scores[2], scores[0])
