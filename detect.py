@@ -289,7 +289,7 @@ def main() -> int:
     if mixed > MIXED_CASE_WARNING and not meta["features"].get("fold_case"):
         print(f"warning: {mixed:.0%} of the names have upper-case letters (a resolver's DNS 0x20 "
               "case randomisation?) and this checkpoint reads names as written: retrain on "
-              "features from ng.py --fold-case", file=sys.stderr)  # fmt: skip
+              "features from ng.py (it folds case by default)", file=sys.stderr)  # fmt: skip
     return 1 if alerts else 0
 
 

@@ -40,7 +40,7 @@ SCOPE: feat.Scope = "qname"  # bytes counted: qname | dns (id, TTLs zeroed) | ud
 TRANSFORM: feat.Transform = "log1p"  # count transform: 1 + ln c | c | 1 + log2 c | ... | c / bytes
 QNAME_LEN = 256  # name bytes kept per packet for the LSTM (padded with 0 or cut; 1 to 4096)
 EXTRAS: list[feat.Extra] = list(feat.NAME_FEATURES)  # extra name features; none: --extras
-FOLD_CASE = False  # lower-case names first: DNS 0x20 case randomisation then changes nothing
+FOLD_CASE = True  # lower-case names first: DNS 0x20 changes nothing; off: --no-fold-case
 CONTEXT = True  # also the per-domain context features (exfil/context.py); off: --no-context
 # reading
 PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS

@@ -81,17 +81,13 @@ def test_dns_0x20_mixed_case_needs_case_folding(pipeline, unseen, network):
         np.testing.assert_array_equal(randomised[key], array)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 acceptance not met: the networks read case and the default captures have "
-    "no 0x20 (--mixed-case 0); trained with 0.2, clf and ae_clf still moved 0.07-0.08 pp",
-)
 @pytest.mark.parametrize("network", ["clf", "ae_clf", "lstm"])
 def test_dns_0x20_on_every_benign_name_moves_no_false_alarm_rate(pipeline, unseen, network):
     """Upper-case a random half of the letters of every benign test name, as a 0x20 resolver
-    would, and score again with the network's own recipe (case kept): the benign FPR may move
-    by less than 0.05 percentage points (issue 12). Not met yet: strict xfail, so the day it
-    holds this test says so."""
+    would, and score again with the network's own recipe: the benign FPR may move
+    by less than 0.05 percentage points (issue 12). ng.py folds case by default, so the
+    networks see the same names; without folding clf and ae_clf moved 0.07-0.08 pp even when
+    trained with 20% mixed-case benign traffic."""
     model, meta = load_checkpoint(pipeline["checkpoints"][network])
     benign = unseen.labels == 0
     mixed = unseen.qname_bytes.copy()
