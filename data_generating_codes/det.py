@@ -161,6 +161,8 @@ def _serve(cfg: DetConfig) -> int:
     server = DetServer(cfg, OUT or cfg.output_dir)
     stop = server.stop
     signal.signal(signal.SIGTERM, lambda *_: stop())
+    # Ctrl-C stops it the way SIGTERM does (also where a parent made its children ignore it)
+    signal.signal(signal.SIGINT, lambda *_: stop())
     host, port = server.address[:2]
     print(f"listening on {host}:{port} for *.{cfg.domain} -> {server.out_dir}", flush=True)
     try:

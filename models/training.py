@@ -64,7 +64,8 @@ def fit(
     )
     history: list[dict] = []
     sign = 1.0 if cfg.monitor == "val_loss" else -1.0  # minimise sign * monitored value
-    best, best_state, waited = float("inf"), copy.deepcopy(unwrap(net).state_dict()), 0
+    best, best_loss = float("inf"), float("inf")
+    best_state, waited = copy.deepcopy(unwrap(net).state_dict()), 0
     show = dist.is_main and sys.stderr.isatty()
     for epoch in range(1 if cfg.dry_run else cfg.epochs):
         sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on every rank
@@ -87,8 +88,13 @@ def fit(
         history.append(record)
         print0(dist, f"{desc} epoch {epoch + 1:3d} | " + " | ".join(_fmt(record)))
         score = sign * (record.get(cfg.monitor) if record.get(cfg.monitor) is not None else 0.0)
-        if score < best - 1e-7:
-            best, waited = score, 0
+        loss = record.get("val_loss")
+        loss = float("inf") if loss is None else float(loss)
+        # a tie on the monitored score (PR-AUC saturates at 1 on easy validation sets) goes to
+        # the lower validation loss: the better-calibrated epoch, not merely the first
+        tied = abs(score - best) <= 1e-7 and loss < best_loss - 1e-7
+        if score < best - 1e-7 or tied:
+            best, best_loss, waited = min(score, best), loss, 0
             best_state = copy.deepcopy(unwrap(net).state_dict())
         else:
             waited += 1

@@ -76,6 +76,26 @@ def test_early_stopping_restores_the_best_epoch(folder):
     assert all(torch.equal(v, kept[0.3][k]) for k, v in model.state_dict().items())
 
 
+def test_a_tie_on_the_monitored_score_goes_to_the_lower_validation_loss(folder):
+    """PR-AUC saturates at 1 on easy validation sets: the kept epoch is then the one with the
+    lowest validation loss (here the third), not merely the first to reach 1."""
+    data = load_dataset(folder)
+    model = MLPClassifier(MLPConfig())
+    tensors = (torch.from_numpy(data.unigrams), torch.from_numpy(data.labels).long())
+    losses = iter([0.5, 0.3, 0.1, 0.2, 0.4, 0.6, 0.7])
+    kept = {}
+
+    def validate(m):
+        loss = next(losses)
+        kept[loss] = {k: v.clone() for k, v in m.state_dict().items()}
+        return {"val_loss": loss, "val_pr_auc": 1.0}
+
+    cfg = TrainConfig(epochs=7, batch_size=256, patience=3, monitor="val_pr_auc")
+    history = fit(model, tensors, cross_entropy, validate, cfg, Dist(), "clf")
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert all(torch.equal(v, kept[0.1][k]) for k, v in model.state_dict().items())
+
+
 def _run(args, env=None, timeout=120):
     return subprocess.run(
         [sys.executable, *args],
