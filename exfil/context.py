@@ -77,15 +77,17 @@ def name_hashes(names: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(32))
 
 
-def _running_average(x: np.ndarray, groups: np.ndarray, state: np.ndarray) -> np.ndarray:
+def _running_average(
+    x: np.ndarray, groups: np.ndarray, state: np.ndarray, order: np.ndarray
+) -> np.ndarray:
     """y = (1 - ALPHA) * y + ALPHA * x over each group's rows in order, from state[group].
 
     Vectorised with the closed form y_k = d^(k+1) y_start + ALPHA d^k sum_j d^-j x_j, taken
     in rounds of _ROUND rows per group so that d^-j stays small (no overflow, no lost digits).
-    `state` is updated; chunking changes the values by rounding only (~1e-12).
+    `state` is updated; chunking changes the values by rounding only (~1e-12). `order` is
+    the stable argsort of `groups`.
     """
     n, decay = len(x), 1.0 - ALPHA
-    order = np.argsort(groups, kind="stable")
     sorted_groups, values = groups[order], x[order]
     start = np.ones(n, bool)
     start[1:] = sorted_groups[1:] != sorted_groups[:-1]
@@ -94,7 +96,7 @@ def _running_average(x: np.ndarray, groups: np.ndarray, state: np.ndarray) -> np
     for low in range(0, int(rank.max()) + 1 if n else 0, _ROUND):
         rows = np.flatnonzero((rank >= low) & (rank < low + _ROUND))
         step, group = (rank[rows] - low).astype(np.float64), sorted_groups[rows]
-        sums = _grouped_cumsum((values[rows] * decay**-step)[:, None], group)[:, 0]
+        sums = _sorted_cumsum((values[rows] * decay**-step)[:, None], group)[:, 0]
         y = decay ** (step + 1) * state[group] + ALPHA * decay**step * sums
         out[rows] = y
         last = np.append(group[1:] != group[:-1], True)
@@ -118,19 +120,23 @@ def _fingerprints(names: np.ndarray, domains: np.ndarray, response: np.ndarray) 
     return h | np.uint64(1)
 
 
-def _grouped_cumsum(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Inclusive running sums of `values` (n, k) within each group, rows in their own order."""
-    order = np.argsort(groups, kind="stable")
-    sums = np.cumsum(values[order], axis=0)
-    sorted_groups = groups[order]
-    start = np.ones(len(order), bool)
-    start[1:] = sorted_groups[1:] != sorted_groups[:-1]
+def _sorted_cumsum(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Inclusive running sums of `values` (n, k) within each group, rows already grouped."""
+    sums = np.cumsum(values, axis=0)
+    start = np.ones(len(groups), bool)
+    start[1:] = groups[1:] != groups[:-1]
     first = np.flatnonzero(start)
     before = np.zeros_like(sums[first])
     before[1:] = sums[first[1:] - 1]
-    sums -= np.repeat(before, np.diff(np.append(first, len(order))), axis=0)
-    out = np.empty_like(sums)
-    out[order] = sums
+    sums -= np.repeat(before, np.diff(np.append(first, len(groups))), axis=0)
+    return sums
+
+
+def _grouped_cumsum(values: np.ndarray, groups: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Inclusive running sums of `values` (n, k) within each group, rows in their own order;
+    `order` is the stable argsort of `groups` (shared with the running average)."""
+    out = np.empty((len(groups), values.shape[1]), values.dtype)
+    out[order] = _sorted_cumsum(values[order], groups[order])
     return out
 
 
@@ -251,10 +257,11 @@ class DomainContext:
         is_new[fresh] = 1.0
         values[:, _COLUMN["new_queries"]] = is_new * ~response
         values[:, _COLUMN["new_responses"]] = is_new * response
-        running = _grouped_cumsum(values, slot) + self.sums[slot]
+        order = np.argsort(slot, kind="stable")  # one sort for the sums and the average
+        running = _grouped_cumsum(values, slot, order) + self.sums[slot]
         touched, from_end = np.unique(slot[::-1], return_index=True)
         self.sums[touched] = running[n - 1 - from_end]  # each slot's last row: its new totals
-        fresh_share = _running_average(is_new, slot, self.fresh)
+        fresh_share = _running_average(is_new, slot, self.fresh, order)
         return _features(running, fresh_share)
 
     def _per_packet(self, batch, n: int, qlen, domain_len, entropy) -> np.ndarray:  # noqa: ANN001
