@@ -17,6 +17,7 @@ from exfil.cli import UserError
 
 DEFAULT = Path(__file__).with_name("data") / "allowlist.txt"
 MAX_ENTRY = 253  # a longer entry cannot be a DNS name
+MAX_SUPPRESSED_NAMES = 50_000  # distinct names remembered per entry; beyond it the count is a floor
 
 
 def _clean(name: str) -> str:
@@ -30,7 +31,15 @@ class Suppressed:
 
     reason: str
     queries: int = 0
-    names: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)  # up to MAX_SUPPRESSED_NAMES, then a floor
+    overflow: bool = False
+
+    def add(self, names: set[str]) -> None:
+        """Remember distinct names up to the cap (a live run under a flood stays bounded)."""
+        fresh = names - self.names
+        room = max(MAX_SUPPRESSED_NAMES - len(self.names), 0)
+        self.names.update(list(fresh)[:room])
+        self.overflow |= len(fresh) > room
 
 
 @dataclass
@@ -81,7 +90,7 @@ class Allowlist:
             if entry is not None:
                 tally = self.seen.setdefault(entry, Suppressed(self.entries[entry]))
                 tally.queries += 1
-                tally.names.add(name)
+                tally.add({name})
             covered.append(entry is not None)
         return covered
 
@@ -90,12 +99,19 @@ class Allowlist:
         for entry, tally in other.seen.items():
             mine = self.seen.setdefault(entry, Suppressed(tally.reason))
             mine.queries += tally.queries
-            mine.names |= tally.names
+            mine.add(tally.names)
+            mine.overflow |= tally.overflow
 
     def report(self) -> list[dict]:
         """alerts.json's "suppressed": each entry that kept flagged packets out, busiest first."""
         rows = [
-            {"domain": e, "reason": t.reason, "queries": t.queries, "unique_names": len(t.names)}
+            {
+                "domain": e,
+                "reason": t.reason,
+                "queries": t.queries,
+                "unique_names": len(t.names),
+                "unique_names_is_floor": t.overflow,
+            }
             for e, t in self.seen.items()
         ]
         return sorted(rows, key=lambda row: (-row["queries"], row["domain"]))

@@ -51,9 +51,27 @@ def test_book_tallies_allowlisted_flagged_names_and_never_alerts_them():
     book.update(*batch(names, [True] * len(names)))
     assert [a["domain"] for a in book.alerts()] == ["evil.net"]
     assert allow.report() == [{"domain": "hash.cymru.com", "reason": "hash registry",
-                               "queries": 8, "unique_names": 8}]  # fmt: skip
+                               "queries": 8, "unique_names": 8,
+                               "unique_names_is_floor": False}]  # fmt: skip
     other = AlertBook(min_names=3, allowlist=allow.fresh())
     other.update(*batch(names[8:10], [True, True]))
     book.merge(other)
     assert book.allowlist.report()[0]["queries"] == 10
     assert np.isclose(book.alerts()[0]["mean_score"], 0.9)
+
+
+def test_a_flood_under_an_allowlisted_domain_keeps_memory_bounded(monkeypatch):
+    """Live runs last for days: distinct suppressed names are remembered up to a cap, then the
+    count is reported as a floor (queries still counted exactly)."""
+    from exfil import allowlist as module
+
+    monkeypatch.setattr(module, "MAX_SUPPRESSED_NAMES", 100)
+    allow = Allowlist({"hash.cymru.com": "hash registry"})
+    flood = [f"{i:032x}.hash.cymru.com" for i in range(250)]
+    assert all(allow.keep_out(flood))
+    other = allow.fresh()
+    other.keep_out([f"{i:032x}.hash.cymru.com" for i in range(1000, 1050)])
+    allow.merge(other)
+    row = allow.report()[0]
+    assert row["queries"] == 300 and row["unique_names"] == 100 and row["unique_names_is_floor"]
+    assert len(allow.seen["hash.cymru.com"].names) == 100
