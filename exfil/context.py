@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from types import SimpleNamespace
+from typing import Literal
 
 import numpy as np
 
@@ -45,6 +46,7 @@ CONTEXT_FEATURES = (
     "ctx_nxdomain",  # share of its responses that are NXDOMAIN
     "ctx_answer_bytes",  # log(1 + mean bytes after the question in its responses)
 )
+ContextFeature = Literal[CONTEXT_FEATURES]  # the names, for constants that list some
 TABLE_BITS = 21  # 2^21 fingerprints remembered (16 MB), shared by all domains
 CAP = 256  # counts saturate here: a long capture then looks like a short one (stationary)
 ALPHA = 1 / 32  # weight of the newest packet in the domain's running new-name share

@@ -48,7 +48,8 @@ def load_split(
     as its side input.
     """
     data = load_dataset(cfg.data, need=(INPUTS[network],))
-    context = list(CONTEXT_FEATURES) if cfg.context else []
+    chosen = CONTEXT_FEATURES if cfg.context_columns is None else cfg.context_columns
+    context = list(chosen) if cfg.context else []
     if INPUTS[network] == "unigrams":
         data = with_extras(data, [*[e for e in extras if e not in context], *context])
     else:

@@ -55,6 +55,7 @@ class RunConfig(SplitConfig):
     threads: int = 1
     dry_run: bool = False
     context: bool = True  # the per-domain context features (exfil/context.py) as inputs
+    context_columns: list[str] | None = None  # which of them (None: all; the ablation drops some)
 
     def train_config(self, **changes) -> TrainConfig:
         """The training loop's settings, early stopping on validation PR-AUC unless changed."""
