@@ -15,10 +15,9 @@ Memory is bounded: at most `max_domains` domains are tracked (the least recently
 evicted when full), and the names already seen are remembered as 64-bit fingerprints of
 (domain, name, direction) in one fixed-size table (a new fingerprint overwrites the old one at
 its place, so a name not looked up for millions of packets may count as new again). Counts
-saturate at CAP and the new-name share is a running average over
-the domain's own packets, so values do not drift with the capture's length (a validation block
-at the end of a capture looks like its start). Names are case-folded first: DNS 0x20 changes
-no value here.
+saturate at CAP and the new-name share is a running average over the domain's own packets, so
+values do not drift with the capture's length (a validation block at the end of a capture looks
+like its start). Names are case-folded first: DNS 0x20 changes no value here.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from exfil.features import LOWER, extras
 
 CONTEXT_FEATURES = (
     "ctx_packets",  # log(1 + packets under the domain so far), counted up to CAP
-    "ctx_names",  # log(1 + distinct names under it so far, up to CAP), estimated
+    "ctx_names",  # log(1 + distinct names under it so far, up to CAP): new fingerprints
     "ctx_new_share",  # recent packets with a name new to the domain: ~1 a tunnel, ~0 reuse
     "ctx_sub_len",  # mean length of its subdomain parts (the name minus the registered domain)
     "ctx_sub_len_sd",  # their standard deviation: a tunnel's chunks are mostly one length
@@ -56,7 +55,7 @@ MAX_CACHED_NAMES = 65_536  # name -> registered domain cache, cleared when full
 _SUMS = ("packets", "responses", "new_queries", "new_responses", "sub_len", "sub_len2", "entropy",
          "a", "txt", "null", "cname_mx", "nxdomain", "answer_bytes")  # fmt: skip
 _COLUMN = {name: i for i, name in enumerate(_SUMS)}
-_ROUND = 256
+_ROUND = 256  # rows per group per step of the vectorised running average
 _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
 
 
