@@ -157,7 +157,7 @@ def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
     return {"path": str(path), "part": str(part), "stats": stats, "flagged": flagged, "book": book}
 
 
-def detect_files(job: Job, alerts_path: Path, config: dict) -> AlertBook:
+def detect_files(job: Job, alerts_path: Path, config: dict) -> tuple[AlertBook, dict]:
     paths = checked_capture_paths(CAPTURES)
     out = Path(OUT)
     workers = min(WORKERS or os.cpu_count() or 1, len(paths))
@@ -169,7 +169,7 @@ def detect_files(job: Job, alerts_path: Path, config: dict) -> AlertBook:
     book = results[0]["book"]
     for result in results[1:]:
         book.merge(result["book"])
-    save_alerts(alerts_path, book, job, config, out)
+    report = save_alerts(alerts_path, book, job, config, out)
     packets = sum(r["stats"].get("dns_packets", 0) for r in results)
     seconds = time.perf_counter() - started
     for result in results:
@@ -183,7 +183,7 @@ def detect_files(job: Job, alerts_path: Path, config: dict) -> AlertBook:
         f"scored {packets} DNS packets in {seconds:.2f} s "
         f"({packets / max(seconds, 1e-9):,.0f} packets/s) -> {out}"
     )
-    return book
+    return book, report
 
 
 # -----------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def pcap_bytes(frames: list[tuple[float, bytes]]) -> bytes:
     return b"".join(out)
 
 
-def detect_live(job: Job, alerts_path: Path, config: dict) -> AlertBook:
+def detect_live(job: Job, alerts_path: Path, config: dict) -> tuple[AlertBook, dict]:
     from exfil.sniff import Sniffer
 
     model, meta = load_checkpoint(job.model)
@@ -238,13 +238,13 @@ def detect_live(job: Job, alerts_path: Path, config: dict) -> AlertBook:
             except KeyboardInterrupt:
                 print("stopping", file=sys.stderr)
             sniffer.stop()
-    save_alerts(alerts_path, book, job, config, Path(OUT))
-    return book
+    return book, save_alerts(alerts_path, book, job, config, Path(OUT))
 
 
-def save_alerts(path: Path, book: AlertBook, job: Job, config: dict, scores: Path) -> None:
-    """alerts.json (alerts, what the allowlist suppressed, model, threshold, the settings),
-    written after `scores`: the two are a set, so if this fails the scores go too."""
+def save_alerts(path: Path, book: AlertBook, job: Job, config: dict, scores: Path) -> dict:
+    """alerts.json (alerts, near misses, what the allowlist suppressed, model, threshold, the
+    settings), written after `scores`: the two are a set, so if this fails the scores go too.
+    Returns what it wrote (the run prints from it: the summaries are made once)."""
     report = {"threshold": job.threshold, "model": job.model, "alerts": book.alerts(),
               "near_misses": book.near_misses(), "suppressed": book.allowlist.report(),
               "config": config}  # fmt: skip
@@ -253,6 +253,7 @@ def save_alerts(path: Path, book: AlertBook, job: Job, config: dict, scores: Pat
     except BaseException:
         scores.unlink(missing_ok=True)
         raise
+    return report
 
 
 # -----------------------------------------------------------------------------
@@ -275,13 +276,13 @@ def main() -> int:
     job = Job(MODEL, threshold, MIN_NAMES, MIN_SHARE, allowlist, tuple(CAPTURE_PORTS), CHUNK,
               BATCH_SIZE)  # fmt: skip
     detect = detect_live if IFACE else detect_files
-    book = detect(job, alerts_path, config)
-    alerts = book.alerts()
+    book, report = detect(job, alerts_path, config)
+    alerts = report["alerts"]
     print(format_alerts(alerts))
-    for row in book.near_misses():
+    for row in report["near_misses"]:
         print(f"near miss, not alerted: {row['domain']}: {row['why_not']} "
               f"(e.g. {row['examples'][0] if row['examples'] else '-'})")  # fmt: skip
-    for row in book.allowlist.report():
+    for row in report["suppressed"]:
         print(f"suppressed by the allowlist: {row['domain']} ({row['reason']}): "
               f"{row['queries']} flagged queries, {row['unique_names']} names")  # fmt: skip
     print(f"alerts: {len(alerts)} domain(s) -> {alerts_path}")
