@@ -38,7 +38,7 @@ demo: install
 	$(PY) train_clf.py
 	$(PY) train_lstm.py
 	$(PY) evaluate.py
-	$(PY) detect.py $(WORK)/test.pcap --model checkpoints/ae_clf.pt --out results/scores.csv; \
+	$(PY) detect.py $(WORK)/test.pcap --model checkpoints/clf.pt --out results/scores.csv; \
 		code=$$?; [ $$code -le 1 ] || exit $$code
 	@echo
 	@sed -n '/^| model /,/^$$/p' results/report.md

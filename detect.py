@@ -1,6 +1,6 @@
 """Score every DNS packet of captures (or of a live interface) and raise per-domain alerts.
 
-    python detect.py capture.pcapng --out scores.csv                # checkpoints/ae_clf.pt
+    python detect.py capture.pcapng --out scores.csv                # checkpoints/clf.pt
     python detect.py caps/ --model checkpoints/lstm.pt --out scores.csv --threshold 0.9
     sudo python detect.py --iface eth0 --model checkpoints/clf.pt --out live.csv
 
@@ -46,7 +46,7 @@ from models.nets import INPUTS
 # -----------------------------------------------------------------------------
 # what to score
 CAPTURES: list[str] = []  # captures, folders of captures, or text files listing them
-MODEL = "checkpoints/ae_clf.pt"  # from train_ae_clf.py (why: README), train_clf.py, train_lstm.py
+MODEL = "checkpoints/clf.pt"  # from train_clf.py (why: README), train_ae_clf.py, train_lstm.py
 THRESHOLD = -1.0  # decision threshold on the score; negative: the checkpoint's own
 # outputs
 OUT = "scores.csv"  # per-packet scores

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from exfil.cli import UserError, configure, format_config, run
-from exfil.context import CONTEXT_FEATURES
+from exfil.context import DEFAULT_CONTEXT
 from exfil.dnsparse import qtype_names
 from exfil.features import NAME_FEATURES, Extra
 from exfil.files import save_json, save_text, writable_folder
@@ -148,7 +148,7 @@ def score_networks(test: Dataset, loaded: list) -> tuple[dict, dict]:
 
 def baseline_extras() -> list[str]:
     """The baselines' extra columns: EXTRAS, then (CONTEXT) the context ones the networks get."""
-    return list(dict.fromkeys([*EXTRAS, *(CONTEXT_FEATURES if CONTEXT else ())]))
+    return list(dict.fromkeys([*EXTRAS, *(DEFAULT_CONTEXT if CONTEXT else ())]))
 
 
 def score_baselines(test: Dataset, split: SplitConfig) -> dict:

@@ -15,7 +15,7 @@ at most TARGET_FPR of the benign validation packets (--threshold-rule f1: best-F
 """
 
 from exfil.cli import configure, run
-from exfil.context import CONTEXT_FEATURES, ContextFeature
+from exfil.context import DEFAULT_CONTEXT, ContextFeature
 from exfil.features import NAME_FEATURES, Extra
 from models.recipes import launch, train_ae_clf
 from models.settings import AEClfRun, Device, ThresholdRule
@@ -49,7 +49,7 @@ DEVICE: Device = "auto"  # auto picks CUDA when present
 THREADS = 1  # torch CPU threads per process (0: all cores; 1 is faster for these small nets)
 DRY_RUN = False  # one batch of one epoch per stage: a smoke test of the whole pipeline
 CONTEXT = True  # per-domain context features (exfil/context.py) as inputs; off: --no-context
-CONTEXT_COLUMNS: list[ContextFeature] = list(CONTEXT_FEATURES)  # which, for an ablation
+CONTEXT_COLUMNS: list[ContextFeature] = list(DEFAULT_CONTEXT)  # which (README: why)
 # -----------------------------------------------------------------------------
 
 

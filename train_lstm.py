@@ -26,7 +26,7 @@ one of the capture's benign domains (models/augment.py); validation keeps the re
 from typing import Literal
 
 from exfil.cli import configure, run
-from exfil.context import CONTEXT_FEATURES, ContextFeature
+from exfil.context import DEFAULT_CONTEXT, ContextFeature
 from models.recipes import launch, train_lstm
 from models.settings import Device, LSTMRun, Pool, ThresholdRule
 
@@ -59,7 +59,7 @@ DEVICE: Device = "auto"  # auto picks CUDA when present
 THREADS = 1  # torch CPU threads per process (0: all cores; 1 is faster for these small nets)
 DRY_RUN = False  # one batch of one epoch: a smoke test of the whole pipeline
 CONTEXT = True  # per-domain context features (exfil/context.py) as inputs; off: --no-context
-CONTEXT_COLUMNS: list[ContextFeature] = list(CONTEXT_FEATURES)  # which, for an ablation
+CONTEXT_COLUMNS: list[ContextFeature] = list(DEFAULT_CONTEXT)  # which (README: why)
 # -----------------------------------------------------------------------------
 
 

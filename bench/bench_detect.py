@@ -3,7 +3,7 @@
     python bench/bench_detect.py                                  # default capture and clf.pt
     python bench/bench_detect.py --model checkpoints/lstm.pt
     python bench/bench_detect.py --capture big.pcapng --tshark-slice 0
-    python bench/bench_detect.py --compare work/ae_clf-no-context.pt   # context on vs off
+    python bench/bench_detect.py --compare work/clf-no-context.pt   # context on vs off
     python bench/bench_detect.py --distinct-domains 1000000          # memory: 1 domain a packet
 
 Runs detect.py on one capture with one worker (one process) and prints its packets/s and peak
@@ -11,7 +11,7 @@ RSS, then (optionally) a second checkpoint on the same capture, e.g. one trained
 --no-context, and times tshark merely extracting the query names from a slice of the same
 capture, in the same run, and prints the ratios. --distinct-domains N scores captures of 100,000
 and N queries each under its own registered domain (the per-domain state's worst case) and
-prints both peak RSS figures. Needs a trained checkpoint (`make demo` writes checkpoints/ae_clf.pt).
+prints both peak RSS figures. Needs a trained checkpoint (`make demo` writes checkpoints/clf.pt).
 """
 
 import os
@@ -34,7 +34,7 @@ from exfil.cli import UserError, configure, format_config, run
 CAPTURE = ""  # capture to score (default: bench/out/bench.pcap, generated once)
 PACKETS = 1_000_000  # DNS packets in the generated capture
 SEED = 7  # generator seed
-MODEL = "checkpoints/ae_clf.pt"  # checkpoint detect.py loads (its default)
+MODEL = "checkpoints/clf.pt"  # checkpoint detect.py loads (its default)
 TSHARK_SLICE = 100_000  # packets of the capture tshark extracts names from (0: skip tshark)
 COMPARE = ""  # a second checkpoint to time on the same capture (e.g. trained --no-context)
 DISTINCT_DOMAINS = 0  # also: peak RSS on 100,000 and this many queries, one domain each

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from exfil.cli import UserError
-from exfil.context import CONTEXT_FEATURES
+from exfil.context import DEFAULT_CONTEXT
 from models.checkpoint import save_checkpoint
 from models.data import (
     Dataset,
@@ -48,7 +48,7 @@ def load_split(
     as its side input.
     """
     data = load_dataset(cfg.data, need=(INPUTS[network],))
-    chosen = CONTEXT_FEATURES if cfg.context_columns is None else cfg.context_columns
+    chosen = DEFAULT_CONTEXT if cfg.context_columns is None else cfg.context_columns
     context = list(chosen) if cfg.context else []
     if INPUTS[network] == "unigrams":
         data = with_extras(data, [*[e for e in extras if e not in context], *context])

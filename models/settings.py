@@ -55,7 +55,7 @@ class RunConfig(SplitConfig):
     threads: int = 1
     dry_run: bool = False
     context: bool = True  # the per-domain context features (exfil/context.py) as inputs
-    context_columns: list[str] | None = None  # which of them (None: all; the ablation drops some)
+    context_columns: list[str] | None = None  # which of them (None: DEFAULT_CONTEXT)
 
     def train_config(self, **changes) -> TrainConfig:
         """The training loop's settings, early stopping on validation PR-AUC unless changed."""

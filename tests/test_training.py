@@ -10,7 +10,7 @@ import pytest
 import torch
 from synthetic import make_dataset
 
-from exfil.context import CONTEXT_FEATURES
+from exfil.context import DEFAULT_CONTEXT
 from exfil.features import NAME_FEATURES
 from models import load_checkpoint, predict_proba
 from models.data import load_dataset, model_inputs, with_extras
@@ -126,11 +126,11 @@ def test_training_script_saves_a_usable_checkpoint(tmp_path, folder, script, fla
     assert meta["history"] and meta["config"]["seed"] == 2 and 0 < meta["threshold"] < 1
     data = load_dataset(folder)
     if meta["network"] != "lstm":  # unigram nets: name and context columns, all standardised
-        assert meta["features"]["extras"] == [*NAME_FEATURES, *CONTEXT_FEATURES]
-        assert meta["model_args"]["extras"] == len(NAME_FEATURES) + len(CONTEXT_FEATURES)
+        assert meta["features"]["extras"] == [*NAME_FEATURES, *DEFAULT_CONTEXT]
+        assert meta["model_args"]["extras"] == len(NAME_FEATURES) + len(DEFAULT_CONTEXT)
     else:  # the LSTM reads the context beside the name
-        assert meta["features"]["extras"] == list(CONTEXT_FEATURES)
-        assert meta["model_args"]["side"] == len(CONTEXT_FEATURES)
+        assert meta["features"]["extras"] == list(DEFAULT_CONTEXT)
+        assert meta["model_args"]["side"] == len(DEFAULT_CONTEXT)
     p = predict_proba(model, meta, **model_inputs(data, meta))
     assert binary_metrics(data.labels, p, meta["threshold"])["f1"] > 0.9
     if script == "train_ae_clf.py":
