@@ -272,9 +272,8 @@ class AlertBook:
         )
 
     def _is_alert(self, alert: DomainAlert) -> bool:
-        total = self.totals.get(alert.domain, alert.queries)
-        names = MANY_NAMES if alert.names_overflow else len(alert.names)
-        return self._holds(max(names, len(alert.names)), alert.queries, total)
+        total = self.totals.get(alert.domain, alert.queries)  # an overflowed name set is full:
+        return self._holds(len(alert.names), alert.queries, total)  # MAX_TRACKED > MANY_NAMES
 
     def _locate(self, domain: str, before: tuple, keys: list, flagged: dict, batch) -> dict:  # noqa: ANN001
         """The packet of this batch at which `domain` became an alert, and what had passed."""
