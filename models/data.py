@@ -113,6 +113,18 @@ def features_key(features: dict) -> dict:
     return {**key, "extras": list(features.get("extras") or []), "fold_case": fold}
 
 
+def _extra_columns(data: Dataset, names: list[str]) -> np.ndarray:
+    """The named columns of extras.npy, in that order (ng.py may have written more)."""
+    have = list(data.features.get("extras") or [])
+    missing = [n for n in names if n not in have]
+    if data.extras is None or missing:
+        raise UserError(
+            f"{data.folder}: extra features {missing or names} missing "
+            f"(rerun ng.py with --extras {' '.join(names)})"
+        )
+    return data.extras[:, [have.index(n) for n in names]]
+
+
 def with_extras(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:
     """`data` whose unigrams carry the named extra features as trailing columns.
 
@@ -125,16 +137,9 @@ def with_extras(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:
     out.features = {**data.features, "extras": names}
     if not names:
         return out
-    have = list(data.features.get("extras") or [])
-    missing = [n for n in names if n not in have]
-    if data.extras is None or missing:
-        raise UserError(
-            f"{data.folder}: extra features {missing or names} missing "
-            f"(rerun ng.py with --extras {' '.join(names)})"
-        )
+    columns = _extra_columns(data, names)
     if data.unigrams is None:
         raise UserError(f"{data.folder}: unigrams.npy missing (run ng.py)")
-    columns = data.extras[:, [have.index(n) for n in names]]
     out.unigrams = np.hstack([data.unigrams, columns]).astype(np.float32)
     return out
 
@@ -145,14 +150,7 @@ def with_side(data: Dataset, names: list[str] | tuple[str, ...]) -> Dataset:
     names = list(names)
     out = data.replace_arrays()
     out.features = {**data.features, "extras": names}
-    have = list(data.features.get("extras") or [])
-    missing = [n for n in names if n not in have]
-    if names and (data.extras is None or missing):
-        raise UserError(
-            f"{data.folder}: features {missing or names} missing (rerun ng.py with this version)"
-        )
-    columns = [have.index(n) for n in names]
-    out.extras = data.extras[:, columns] if names else np.zeros((len(data), 0), np.float32)
+    out.extras = _extra_columns(data, names) if names else np.zeros((len(data), 0), np.float32)
     return out
 
 
