@@ -2,6 +2,7 @@
 #   make demo   install into .venv, then run the whole pipeline on the embedded default
 #   make test   install into .venv, then run the test suite (what .ci/run calls)
 #   make test-fast   the same without the end-to-end tests marked slow
+#   make models  retrain the shipped checkpoints in pretrained/ (detect.py's default model)
 # Sizes and seeds below can be overridden: `make demo PACKETS=100000`.
 
 PYTHON ?= python3
@@ -15,7 +16,12 @@ TEST_SEED ?= 2
 TRAIN_FILES ?= report.txt photo-cat.png diagram.png customers.csv
 TEST_FILES ?= firmware.bin photo-street.jpg chart.png
 
-.PHONY: demo test test-fast install lint bench clean
+# the shipped models: every DET style and modelled family, plus the shipped real-tool captures
+MODELS_PACKETS ?= 60000
+MODELS_SEED ?= 11
+REAL_TOOLS := data_generating_codes/captures/iodine.pcap data_generating_codes/captures/dns2tcp.pcap
+
+.PHONY: demo test test-fast install lint bench clean models
 
 install: $(VENV)/.installed
 
@@ -43,6 +49,16 @@ demo: install
 	@echo
 	@sed -n '/^| model /,/^$$/p' results/report.md
 	@echo "report: results/report.md   plots: results/*.png   alerts: results/alerts.json"
+
+models: install
+	$(PY) data_generating_codes/script_datagen.py --mode offline --packets $(MODELS_PACKETS) \
+		--seed $(MODELS_SEED) --exfil-share 0.2 --styles all all-families --files $(TRAIN_FILES) \
+		--out $(WORK)/models.pcap
+	$(PY) ld.py $(WORK)/models.pcap $(REAL_TOOLS) --out $(WORK)/models
+	$(PY) ng.py $(WORK)/models.pcap $(REAL_TOOLS) --out $(WORK)/models
+	$(PY) train_clf.py --data $(WORK)/models --out pretrained/clf.pt
+	$(PY) train_ae_clf.py --data $(WORK)/models --out pretrained/ae_clf.pt
+	$(PY) train_lstm.py --data $(WORK)/models --out pretrained/lstm.pt
 
 # two workers: one builds the trained pipeline and runs what needs it, the other the rest
 test: install

@@ -1,6 +1,6 @@
 """Score every DNS packet of captures (or of a live interface) and raise per-domain alerts.
 
-    python detect.py capture.pcapng --out scores.csv                # checkpoints/clf.pt
+    python detect.py capture.pcapng --out scores.csv                # the shipped pretrained/clf.pt
     python detect.py caps/ --model checkpoints/lstm.pt --out scores.csv --threshold 0.9
     sudo python detect.py --iface eth0 --model checkpoints/clf.pt --out live.csv
 
@@ -25,17 +25,20 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import exfil  # noqa: F401 (first: a python without the requirements says so in one line)
+
+# isort: split
 import torch
 
-from exfil.alert_formats import format_alerts
+from exfil.alert_formats import format_alerts, ndjson_text, rpz_text, score_in_words
 from exfil.alerts import AlertBook
 from exfil.allowlist import Allowlist
 from exfil.captures import checked_capture_paths, map_captures
-from exfil.cli import UserError, configure, format_config, run
+from exfil.cli import UserError, check_range, configure, format_config, run, verbose
 from exfil.dataset import join_text
 from exfil.features import unigrams
 from exfil.featureset import FeatureSettings, unigram_inputs
-from exfil.files import atomic_path, save_json, writable_folder
+from exfil.files import atomic_path, save_json, save_text, writable_folder
 from exfil.memory import Releaser
 from exfil.numtext import format_fixed6, format_flag
 from exfil.packets import csv_block, packet_fields
@@ -46,11 +49,13 @@ from models.nets import INPUTS
 # -----------------------------------------------------------------------------
 # what to score
 CAPTURES: list[str] = []  # captures, folders of captures, or text files listing them
-MODEL = "checkpoints/clf.pt"  # from train_clf.py (why: README), train_ae_clf.py, train_lstm.py
+MODEL = "pretrained/clf.pt"  # shipped (make models); yours: checkpoints/clf.pt, ae_clf.pt, lstm.pt
 THRESHOLD = -1.0  # decision threshold on the score; negative: the checkpoint's own
 # outputs
 OUT = "scores.csv"  # per-packet scores
 ALERTS = ""  # alerts JSON (default: alerts.json beside OUT)
+NDJSON = ""  # also write the alerts as ECS JSON lines, one per alert, for a SIEM
+RPZ = ""  # also write a DNS Response Policy Zone blocking the alerted domains
 MIN_NAMES = 5  # distinct flagged names a registered domain needs before it is alerted
 MIN_SHARE = 0.2  # ... and the share of all its packets its flagged ones must make up
 ALLOWLIST: list[str] = []  # allowlist files: flagged names under an entry are never alerted
@@ -124,7 +129,7 @@ def score_batches(  # noqa: ANN001
         features = meta["features"]
         same = (features.get("scope"), features.get("transform")) == ("qname", "log1p")
         why = inputs["unigrams"] if same and "unigrams" in inputs else unigrams(batch)
-        raised = book.update(batch, scores, malicious, why[:, :256])
+        raised = book.update(batch, scores, malicious, why[:, :256], capture=name)
         for domain in raised if book.window_seconds is not None else ():
             alert = book.summary(domain)
             print(
@@ -245,33 +250,57 @@ def save_alerts(path: Path, book: AlertBook, job: Job, config: dict, scores: Pat
     """alerts.json (alerts, near misses, what the allowlist suppressed, model, threshold, the
     settings), written after `scores`: the two are a set, so if this fails the scores go too.
     Returns what it wrote (the run prints from it: the summaries are made once)."""
-    report = {"threshold": job.threshold, "model": job.model, "alerts": book.alerts(),
+    alerts = book.alerts()
+    for alert in alerts:
+        alert["score"] = score_in_words(alert["mean_score"], job.threshold)
+    report = {"threshold": job.threshold, "model": job.model, "alerts": alerts,
               "near_misses": book.near_misses(), "suppressed": book.allowlist.report(),
               "config": config}  # fmt: skip
+    written: list[Path] = []
     try:
-        save_json(path, report)
+        for target, text in ((NDJSON, ndjson_text), (RPZ, _rpz)):
+            if target:
+                save_text(target, text(report))
+                written.append(Path(target))
+        save_json(path, report)  # last: an alerts.json means the whole set is there
     except BaseException:
-        scores.unlink(missing_ok=True)
+        for done in (*written, scores):
+            done.unlink(missing_ok=True)
         raise
     return report
+
+
+def _rpz(report: dict) -> str:
+    return rpz_text([alert["domain"] for alert in report["alerts"]])
 
 
 # -----------------------------------------------------------------------------
 
 
 def main() -> int:
-    config = configure(globals(), positional="CAPTURES")
+    config = configure(globals(), paths=("MODEL",), positional="CAPTURES")
     if bool(IFACE) == bool(CAPTURES):
         raise UserError("give capture files, or --iface NAME for live traffic (not both)")
-    print(format_config(config))
+    check_range("threshold", THRESHOLD, high=1.0)  # negative: the checkpoint's own
+    check_range("min-share", MIN_SHARE, 0.0, 1.0)
+    check_range("min-names", MIN_NAMES, 1)
+    for flag, value in (("workers", WORKERS), ("live-seconds", LIVE_SECONDS),
+                        ("live-window", LIVE_WINDOW)):  # fmt: skip
+        check_range(flag, value, 0)
+    for flag, value in (("chunk", CHUNK), ("batch-size", BATCH_SIZE), ("live-flush", LIVE_FLUSH)):
+        check_range(flag, value, 1e-9)
+    if verbose():  # saved in alerts.json either way
+        print(format_config(config))
     model, meta = load_checkpoint(MODEL)  # fail early, before any output
     del model
     threshold = THRESHOLD if THRESHOLD >= 0 else float(meta.get("threshold", 0.5))
     print(f"model {MODEL}: {meta['network']}, threshold {threshold:.4f}")
     alerts_path = Path(ALERTS) if ALERTS else Path(OUT).with_name("alerts.json")
-    for folder in {Path(OUT).parent, alerts_path.parent}:  # before any work, not after it
-        writable_folder(folder, "scores and alerts", create=False)
-    alerts_path.unlink(missing_ok=True)  # an alerts.json is only ever this run's, complete
+    extra = [Path(p) for p in (NDJSON, RPZ) if p]
+    for folder in {Path(OUT).parent, alerts_path.parent, *(p.parent for p in extra)}:
+        writable_folder(folder, "scores and alerts", create=False)  # before any work
+    for stale in (alerts_path, *extra):  # outputs are only ever this run's, complete
+        stale.unlink(missing_ok=True)
     allowlist = Allowlist.load(ALLOWLIST, DEFAULT_ALLOWLIST)
     job = Job(MODEL, threshold, MIN_NAMES, MIN_SHARE, allowlist, tuple(CAPTURE_PORTS), CHUNK,
               BATCH_SIZE)  # fmt: skip

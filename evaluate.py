@@ -22,6 +22,9 @@ import json
 import time
 from pathlib import Path
 
+import exfil  # noqa: F401 (first: a python without the requirements says so in one line)
+
+# isort: split
 import numpy as np
 
 from exfil.cli import UserError, configure, format_config, run
@@ -320,7 +323,7 @@ def print_summary(metrics: dict, context: dict) -> None:
 
 
 def main() -> int:
-    config = configure(globals())
+    config = configure(globals(), paths=("DATA", "TEST", "TIME_LABELS", "CHECKPOINTS", "OUT"))
     print(format_config(config))
     test = load_dataset(TEST, need=("unigrams", "qname"), min_classes=1)
     out = writable_folder(OUT, "results")

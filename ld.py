@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import exfil  # noqa: F401 (first: a python without the requirements says so in one line)
+
+# isort: split
 import numpy as np
 
 from exfil import labels as lab

@@ -54,7 +54,7 @@ CONTEXT_COLUMNS: list[ContextFeature] = list(DEFAULT_CONTEXT)  # which (README: 
 
 
 def main() -> int:
-    launch(train_ae_clf, AEClfRun(**configure(globals())), "train_ae_clf.py")
+    launch(train_ae_clf, AEClfRun(**configure(globals(), paths=("DATA", "OUT"))), "train_ae_clf.py")
     return 0
 
 

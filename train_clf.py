@@ -46,7 +46,7 @@ CONTEXT_COLUMNS: list[ContextFeature] = list(DEFAULT_CONTEXT)  # which (README: 
 
 
 def main() -> int:
-    launch(train_clf, ClfRun(**configure(globals())), "train_clf.py")
+    launch(train_clf, ClfRun(**configure(globals(), paths=("DATA", "OUT"))), "train_clf.py")
     return 0
 
 

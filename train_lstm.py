@@ -64,7 +64,7 @@ CONTEXT_COLUMNS: list[ContextFeature] = list(DEFAULT_CONTEXT)  # which (README: 
 
 
 def main() -> int:
-    launch(train_lstm, LSTMRun(**configure(globals())), "train_lstm.py")
+    launch(train_lstm, LSTMRun(**configure(globals(), paths=("DATA", "OUT"))), "train_lstm.py")
     return 0
 
 

@@ -13,6 +13,7 @@ import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,6 +28,7 @@ _UPPER = np.zeros(256, bool)
 _UPPER[ord("A") : ord("Z") + 1] = True
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
+MAX_CLIENT_NAMES = 10_000  # unique names remembered per client of a domain (then a floor)
 MAX_CACHED_NAMES = 50_000  # name bytes -> registered domain cache, cleared when full
 SIGNAL_SAMPLE = 100  # flagged packets per domain whose name signals are averaged
 MAX_DOMAIN_TOTALS = 100_000  # domains whose packets are counted; beyond it, unflagged ones go
@@ -46,6 +48,15 @@ def _sizes(batch) -> np.ndarray:  # noqa: ANN001
     """DNS message bytes of each packet (name bytes where a batch has no messages: a log)."""
     sizes = getattr(batch, "msg_len", None)
     return np.asarray(batch.qlen if sizes is None else sizes, np.float64)
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO-8601 UTC with milliseconds ("2026-12-02T19:00:47.123Z"): what a
+    SIEM parses without being told the time zone."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(float(epoch), tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def name_digest(name: str) -> int:
@@ -87,13 +98,16 @@ class DomainAlert:
     domain: str
     first_seen: float
     last_seen: float
-    queries: int = 0
+    flagged: int = 0  # flagged packets: queries and responses
+    responses: int = 0  # of them, responses
     name_bytes: int = 0
     data_chars: int = 0
     score_sum: float = 0.0
     names: set[int] = field(default_factory=set)  # 64-bit digests: a third of the memory of str
     names_overflow: bool = False
     clients: set[str] = field(default_factory=set)
+    per_client: dict[str, list] = field(default_factory=dict)  # [queries, responses, bytes, names]
+    captures: set[str] = field(default_factory=set)
     examples: list[str] = field(default_factory=list)
     alphabet: set[str] = field(default_factory=set)
     signal_sums: np.ndarray = field(default_factory=lambda: np.zeros(len(SIGNALS)))
@@ -103,10 +117,20 @@ class DomainAlert:
     first_alert: dict | None = None  # when the rule first held: time, packet, what had passed
 
     def add(
-        self, names: list[str], clients: list[str], times: np.ndarray, scores: np.ndarray
+        self,
+        names: list[str],
+        clients: list[str],
+        times: np.ndarray,
+        scores: np.ndarray,
+        responses: np.ndarray | None = None,
+        sizes: np.ndarray | None = None,
     ) -> None:
         """Fold in this domain's flagged packets of one batch (parallel lists and arrays)."""
-        self.queries += len(names)
+        self.flagged += len(names)
+        responses = np.zeros(len(names), bool) if responses is None else responses
+        sizes = np.zeros(len(names)) if sizes is None else sizes
+        self.responses += int(responses.sum())
+        self._add_clients(names, clients, responses.tolist(), sizes.tolist())
         self.first_seen = min(self.first_seen, float(times.min()))
         self.last_seen = max(self.last_seen, float(times.max()))
         self.score_sum += float(scores.sum(dtype=np.float64))
@@ -127,13 +151,34 @@ class DomainAlert:
             self.clients.update(list(dict.fromkeys(clients))[:room])
         self.examples += new[: max(EXAMPLES - len(self.examples), 0)]
 
+    def _add_clients(self, names: list, clients: list, responses: list, sizes: list) -> None:
+        for name, client, response, size in zip(names, clients, responses, sizes, strict=True):
+            row = self.per_client.get(client)
+            if row is None:
+                if len(self.per_client) >= MAX_TRACKED_CLIENTS:
+                    continue
+                row = self.per_client[client] = [0, 0, 0, set()]
+            row[1 if response else 0] += 1
+            row[2] += int(size)
+            if len(row[3]) < MAX_CLIENT_NAMES:
+                row[3].add(name_digest(name.lower()))
+
     def merge(self, other: DomainAlert) -> None:
         """Fold in the same domain's sums from another capture (parallel detection)."""
         self.first_seen = min(self.first_seen, other.first_seen)
         self.last_seen = max(self.last_seen, other.last_seen)
         firsts = [f for f in (self.first_alert, other.first_alert) if f is not None]
         self.first_alert = min(firsts, key=lambda f: f["time"]) if firsts else None
-        self.queries += other.queries
+        self.flagged += other.flagged
+        self.responses += other.responses
+        self.captures |= other.captures
+        for client, (queries, responses, size, names) in other.per_client.items():
+            row = self.per_client.get(client)
+            if row is None and len(self.per_client) < MAX_TRACKED_CLIENTS:
+                self.per_client[client] = [queries, responses, size, set(names)]
+            elif row is not None:
+                row[0], row[1], row[2] = row[0] + queries, row[1] + responses, row[2] + size
+                row[3].update(list(names - row[3])[: max(MAX_CLIENT_NAMES - len(row[3]), 0)])
         self.score_sum += other.score_sum
         new_names = other.names - self.names
         room = MAX_TRACKED_NAMES - len(self.names)
@@ -165,26 +210,44 @@ class DomainAlert:
             f"{signals['labels']:.1f} labels, longest {signals['longest_label']:.0f}",
             f"entropy {signals['entropy']:.2f} bits/char",
             f"digits {signals['digit_ratio']:.0%}, uppercase {signals['upper_ratio']:.0%}",
-            f"{unique}{'+' if self.names_overflow else ''} unique names of {self.queries} queries",
+            f"{unique}{'+' if self.names_overflow else ''} unique names of {self.flagged} "
+            "flagged packets",
         ]
         if self.unigram_sum is not None and benign_unigram_mean is not None:
-            excess = self.unigram_sum / max(self.queries, 1) - benign_unigram_mean
+            excess = self.unigram_sum / max(self.flagged, 1) - benign_unigram_mean
             top = np.argsort(excess)[::-1][:5]
             shown = ", ".join(repr(chr(b)) if 32 < b < 127 else f"0x{b:02x}" for b in top)
             why.append(f"bytes most over-represented vs benign traffic: {shown}")
         return {
             "domain": self.domain,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "queries": self.queries,
+            "first_seen": iso_utc(self.first_seen),
+            "last_seen": iso_utc(self.last_seen),
+            "first_seen_epoch": self.first_seen,
+            "last_seen_epoch": self.last_seen,
+            "flagged_packets": self.flagged,
+            "queries": self.flagged - self.responses,
+            "responses": self.responses,
             "unique_names": unique,
             "unique_names_is_floor": self.names_overflow,
             "name_bytes": self.name_bytes,
             "estimated_bytes_exfiltrated": estimated,
             "clients": sorted(self.clients),
+            "per_client": [
+                {
+                    "client": client,
+                    "queries": q,
+                    "responses": r,
+                    "unique_names": len(names),
+                    "bytes": size,
+                }  # fmt: skip
+                for client, (q, r, size, names) in sorted(
+                    self.per_client.items(), key=lambda item: (-item[1][0] - item[1][1], item[0])
+                )
+            ],
+            "captures": sorted(self.captures),
             "domain_packets": total,
-            "share_flagged": round(self.queries / total, 4) if total else None,
-            "mean_score": round(self.score_sum / max(self.queries, 1), 4),
+            "share_flagged": round(self.flagged / total, 4) if total else None,
+            "mean_score": round(self.score_sum / max(self.flagged, 1), 4),
             "examples": self.examples,
             "signals": signals,
             "why": why,
@@ -272,8 +335,8 @@ class AlertBook:
         )
 
     def _is_alert(self, alert: DomainAlert) -> bool:
-        total = self.totals.get(alert.domain, alert.queries)  # an overflowed name set is full:
-        return self._holds(len(alert.names), alert.queries, total)  # MAX_TRACKED > MANY_NAMES
+        total = self.totals.get(alert.domain, alert.flagged)  # an overflowed name set is full:
+        return self._holds(len(alert.names), alert.flagged, total)  # MAX_TRACKED > MANY_NAMES
 
     def _locate(self, domain: str, before: tuple, keys: list, flagged: dict, batch) -> dict:  # noqa: ANN001
         """The packet of this batch at which `domain` became an alert, and what had passed."""
@@ -289,15 +352,22 @@ class AlertBook:
             if self._holds(len(names), queries, total):
                 when = float(batch.time[i])
                 record = getattr(batch, "record", None)
-                return {"time": when, "packet": int(record[i]) if record is not None else None,
+                packet = int(record[i]) if record is not None else None
+                return {"time": when, "time_utc": iso_utc(when), "packet": packet,
                         "domain_packets": total, "flagged_packets": queries,
                         "distinct_flagged_names": len(names), "domain_bytes": size}  # fmt: skip
-        return {"time": float(batch.time[-1]), "packet": None, "domain_packets": total,
+        return {"time": float(batch.time[-1]), "time_utc": iso_utc(float(batch.time[-1])),
+                "packet": None, "domain_packets": total,
                 "flagged_packets": queries, "distinct_flagged_names": len(names),
                 "domain_bytes": size}  # fmt: skip
 
     def update(  # noqa: ANN001 (batch: a DnsBatch or anything with its columns)
-        self, batch, scores: np.ndarray, malicious: np.ndarray, unigrams: np.ndarray | None = None
+        self,
+        batch,
+        scores: np.ndarray,
+        malicious: np.ndarray,
+        unigrams: np.ndarray | None = None,
+        capture: str | None = None,
     ) -> list[str]:
         """Add one DnsBatch of scored packets; return domains newly alerted.
 
@@ -313,7 +383,8 @@ class AlertBook:
             flagged, flagged_names = flagged[kept], [flagged_names[k] for k in kept.tolist()]
         client = np.where(batch.response[flagged, None], batch.dst[flagged], batch.src[flagged])
         flagged_clients = strings(format_address(client))
-        keys, here = self._count_domains(name_bytes, len(name_len), _sizes(batch))
+        sizes = _sizes(batch)
+        keys, here = self._count_domains(name_bytes, len(name_len), sizes)
         self.packets += len(name_len)
         self.upper_case += int(_UPPER[name_bytes].any(axis=1).sum()) if name_bytes.size else 0
         cache, totals = self._domain_of, self.totals
@@ -338,9 +409,12 @@ class AlertBook:
             names = [flagged_names[k] for k in ks]
             if not alert.raised:  # then fewer than MANY_NAMES names: a small copy
                 packets, octets = here[domain]
-                before[domain] = (alert.queries, set(alert.names), totals[domain] - packets,
+                before[domain] = (alert.flagged, set(alert.names), totals[domain] - packets,
                                   self.bytes[domain] - octets)  # fmt: skip
-            alert.add(names, [flagged_clients[k] for k in ks], times[rows], scores[rows])
+            alert.add(names, [flagged_clients[k] for k in ks], times[rows], scores[rows],
+                      batch.response[rows], sizes[rows])  # fmt: skip
+            if capture is not None:
+                alert.captures.add(capture)
         self._add_signals(rows_of, name_bytes, name_len)
         raised = []
         for domain, rows in rows_of.items():
@@ -394,7 +468,7 @@ class AlertBook:
         """Summaries of domains at or over the threshold, most queries first."""
         mean = self._benign_sum / self._benign_count if self._benign_count else None
         chosen = [a for a in self.domains.values() if self._is_alert(a)]
-        chosen.sort(key=lambda alert: (-alert.queries, alert.domain))
+        chosen.sort(key=lambda alert: (-alert.flagged, alert.domain))
         return [alert.summary(mean, self.totals.get(alert.domain)) for alert in chosen]
 
     def near_misses(self) -> list[dict]:
@@ -407,16 +481,16 @@ class AlertBook:
             names = len(alert.names)
             if self._is_alert(alert) or names < close:
                 continue
-            total = self.totals.get(alert.domain, alert.queries)
-            share = alert.queries / max(total, 1)
+            total = self.totals.get(alert.domain, alert.flagged)
+            share = alert.flagged / max(total, 1)
             short = [f"{names} distinct flagged names < {self.min_names}"] if (
                 names < self.min_names) else []  # fmt: skip
             if share < self.min_share and names < MANY_NAMES:
                 short.append(f"flagged share {share:.1%} < {self.min_share:.0%} of its packets")
             rows.append({"domain": alert.domain, "distinct_flagged_names": names,
-                         "flagged_packets": alert.queries, "domain_packets": total,
+                         "flagged_packets": alert.flagged, "domain_packets": total,
                          "share_flagged": round(share, 4),
-                         "mean_score": round(alert.score_sum / max(alert.queries, 1), 4),
+                         "mean_score": round(alert.score_sum / max(alert.flagged, 1), 4),
                          "examples": alert.examples, "why_not": "; ".join(short)})  # fmt: skip
         rows.sort(key=lambda r: (-r["distinct_flagged_names"], -r["share_flagged"], r["domain"]))
         return rows[:NEAR_MISSES]

@@ -133,12 +133,15 @@ def configure(
     *,
     positional: str | None = None,
     choices: dict[str, Sequence[Any]] | None = None,
+    paths: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Parse flags for every constant in `namespace`, update it in place, return the config.
 
     `positional` names one list constant filled by positional arguments (e.g. CAPTURES).
     Allowed values come from a constant's `Literal[...]` annotation (checked for list elements
-    too); `choices` can add or override them.
+    too); `choices` can add or override them. `paths` names path constants whose *defaults*,
+    when relative, are the project's files (a script run from another folder still finds
+    checkpoints/clf.pt); a path given as a flag is the user's, relative to the current folder.
     The returned dict maps lower-case names to resolved values, ready to print and save.
     """
     # the defaults are the constants as the script wrote them, however often main() runs
@@ -167,11 +170,24 @@ def configure(
     config = {}
     for name in tunables:
         value = parsed[name]
+        if name in paths and value == tunables[name]:
+            value = _from_project(value)
         if isinstance(tunables[name], tuple):
             value = tuple(value)
         namespace[name] = value
         config[name.lower()] = value
     return config
+
+
+def _from_project(value: Any) -> Any:
+    """A default path (or list of them) resolved against the project folder where relative."""
+    from exfil import PROJECT
+
+    if isinstance(value, (list, tuple)):
+        return type(value)(_from_project(item) for item in value)
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        return str(PROJECT / value)
+    return value
 
 
 def _add_flag(parser, name: str, default: Any, text: str, allowed, namespace, positional: bool):  # noqa: ANN001
@@ -196,6 +212,22 @@ def _add_flag(parser, name: str, default: Any, text: str, allowed, namespace, po
     parser.add_argument("--" + flag, **kwargs)
     if isinstance(default, bool):
         parser.add_argument("--no-" + flag, dest=name, action="store_false", help=argparse.SUPPRESS)
+
+
+def verbose() -> bool:
+    """Whether the run asked for --verbose (the settings dump and tracebacks are behind it)."""
+    return VERBOSE_FLAG in sys.argv[1:]
+
+
+def check_range(
+    flag: str, value: float, low: float | None = None, high: float | None = None
+) -> None:
+    """A UserError (one line, exit code 2) unless low <= value <= high: a value outside can
+    never do what the user meant (a threshold of 2 never flags), so it is refused up front."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                  else f">= {low:g}" if low is not None else f"<= {high:g}")  # fmt: skip
+        raise UserError(f"--{flag} {value:g}: must be {bounds}")
 
 
 def format_config(config: dict[str, Any]) -> str:

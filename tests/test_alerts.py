@@ -71,7 +71,8 @@ def test_alerts_group_flagged_packets_and_estimate_bytes():
     assert alert["clients"] == ["10.0.0.66"] and len(alert["examples"]) == 3
     # 40 hex characters per name carry 4 bits each: 20 bytes a name
     assert alert["estimated_bytes_exfiltrated"] == 10 * 40 * 4 // 8
-    assert alert["first_seen"] == 0.0 and alert["last_seen"] == 9.0
+    assert alert["first_seen"] == "1970-01-01T00:00:00.000Z"  # ISO-8601 UTC, for a SIEM
+    assert alert["last_seen"] == "1970-01-01T00:00:09.000Z" and alert["last_seen_epoch"] == 9.0
     assert "'f'" in alert["why"][-1]
     assert alert["signals"]["name_len"] == len(hex_names[0]) and alert["signals"]["labels"] == 3
     assert 0.5 < alert["signals"]["digit_ratio"] <= 1.0
@@ -128,6 +129,7 @@ def test_first_alert_says_when_and_what_had_passed_exactly():
     packets.msg_len = np.array([40, 41, 41, 42, 43, 44, 45])
     book.update(packets, scores, flags)
     first = book.alerts()[0]["first_alert"]
+    assert first.pop("time_utc") == "1970-01-01T00:00:05.000Z"
     assert first == {"time": 5.0, "packet": 105, "domain_packets": 4, "flagged_packets": 4,
                      "distinct_flagged_names": 3, "domain_bytes": 41 + 41 + 42 + 44}  # fmt: skip
 
@@ -165,3 +167,23 @@ def test_no_near_miss_for_a_lone_odd_name():
     book = AlertBook(min_names=5)
     book.update(*batch(["x7f3a9.cdn.example.org", "www.example.org"], [True, False]))
     assert book.alerts() == [] and book.near_misses() == []
+
+
+def test_queries_and_responses_are_counted_apart_and_per_client():
+    """A response repeats its query's name: counted as a response, never as a second query,
+    and each client gets its own row (queries, names, bytes)."""
+    names = [f"{i:040x}.evil.net" for i in range(6)]
+    packets, scores, flags = batch(names + names[:4], [True] * 10)
+    packets.response = np.array([False] * 6 + [True] * 4)
+    other = np.frombuffer(address_bytes("10.0.0.7"), np.uint8)
+    packets.src[3:6] = other  # queries 3-5 come from a second client
+    packets.dst[6:] = packets.src[:4]  # responses go back to whoever asked
+    book = AlertBook(min_names=3)
+    book.update(packets, scores, flags, capture="cap.pcap")
+    alert = book.alerts()[0]
+    assert (alert["queries"], alert["responses"], alert["flagged_packets"]) == (6, 4, 10)
+    rows = {row["client"]: row for row in alert["per_client"]}
+    assert rows["10.0.0.66"]["queries"] == 3 and rows["10.0.0.66"]["responses"] == 3
+    assert rows["10.0.0.7"]["queries"] == 3 and rows["10.0.0.7"]["responses"] == 1
+    assert rows["10.0.0.66"]["unique_names"] == 3 and rows["10.0.0.7"]["unique_names"] == 3
+    assert alert["captures"] == ["cap.pcap"]

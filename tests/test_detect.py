@@ -75,9 +75,60 @@ def test_allowlisted_exfil_domain_is_scored_and_suppressed_not_alerted(pipeline,
 
 @pytest.mark.slow
 def test_threshold_flag_overrides_checkpoint(pipeline, tmp_path):
-    done, out, alerts = detect(pipeline, "clf", tmp_path, "--threshold", "1.01")
-    assert done.returncode == 0 and alerts["alerts"] == []
-    assert pd.read_csv(out)["malicious"].sum() == 0
+    done, out, alerts = detect(pipeline, "clf", tmp_path, "--threshold", "0")
+    assert alerts["threshold"] == 0.0 and done.returncode == 1
+    assert pd.read_csv(out)["malicious"].all()  # every score is >= 0
+
+
+@pytest.mark.slow
+def test_ndjson_is_ecs_and_rpz_is_a_loadable_zone(pipeline, tmp_path):
+    """--ndjson: one ECS document per alert with the fields a SIEM rule keys on; --rpz: a
+    zone that a DNS parser (dnspython, as BIND would) loads, blocking each alerted domain and
+    everything under it."""
+    import dns.name
+    import dns.rdatatype
+    import dns.zone
+
+    ndjson, rpz = tmp_path / "alerts.ndjson", tmp_path / "block.rpz"
+    done, out, report = detect(pipeline, "clf", tmp_path, "--ndjson", ndjson, "--rpz", rpz)
+    assert done.returncode == 1, done.stderr
+    documents = [json.loads(line) for line in ndjson.read_text().splitlines()]
+    alerted = {alert["domain"]: alert for alert in report["alerts"]}
+    assert {d["dns"]["question"]["registered_domain"] for d in documents} == set(alerted)
+    for document in documents:
+        alert = alerted[document["dns"]["question"]["registered_domain"]]
+        assert document["event"]["kind"] == "alert" and "network" in document["event"]["category"]
+        assert document["@timestamp"].endswith("Z") and document["rule"]["name"]
+        assert document["source"]["ip"] in alert["clients"]
+        assert document["threat"]["framework"] == "MITRE ATT&CK"
+        assert "T1071.004" in document["threat"]["technique"]["id"]
+        assert "T1048.003" in document["threat"]["technique"]["id"]  # these carry files out
+        assert document["exfil_detect"]["examples"] == alert["examples"]
+        assert document["exfil_detect"]["estimated_bytes_exfiltrated"] > 0
+    zone = dns.zone.from_text(rpz.read_text(), relativize=False, check_origin=True)
+    origin = zone.origin
+    assert zone.get_rdataset(origin, "SOA") and zone.get_rdataset(origin, "NS")
+    for domain in alerted:
+        for owner in (domain, f"*.{domain}"):
+            rdataset = zone.get_rdataset(dns.name.from_text(owner, origin), "CNAME")
+            assert rdataset is not None and rdataset[0].target == dns.name.root, owner
+    blocked = {n for n, node in zone.nodes.items() if node.get_rdataset(1, dns.rdatatype.CNAME)}
+    assert len(blocked) == 2 * len(alerted)  # nothing else is blocked
+
+
+def test_out_of_range_settings_are_one_line_errors(tmp_path):
+    capture = tmp_path / "x.pcap"
+    capture.write_bytes(b"")
+    cases = [["--threshold", "2"], ["--min-share", "1.5"], ["--min-names", "-1"],
+             ["--workers", "-2"], ["--out", tmp_path / "nonexistent" / "s.csv"]]  # fmt: skip
+    for args in cases:
+        done = run_script("detect.py", capture, *args, check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        line = done.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line, line
+        flag = str(args[0])
+        assert flag in line or "nonexistent" in line, line
+    assert not (tmp_path / "nonexistent").exists()
 
 
 def test_bad_inputs_exit_2_with_one_line_and_no_scores(tmp_path):
