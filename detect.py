@@ -39,6 +39,7 @@ from exfil.dataset import join_text
 from exfil.features import unigrams
 from exfil.featureset import FeatureSettings, unigram_inputs
 from exfil.files import atomic_path, save_json, save_text, writable_folder
+from exfil.logread import read_any
 from exfil.memory import Releaser
 from exfil.numtext import format_fixed6, format_flag
 from exfil.packets import csv_block, packet_fields
@@ -156,7 +157,7 @@ def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
     stats: dict = {}
     part = part_dir / f"{os.getpid()}-{uuid.uuid4().hex}.csv"  # a/x.pcap and b/x.pcap differ
     with open(part, "wb") as sink:
-        batches = read_dns(path, job.ports, job.chunk, stats)
+        batches = read_any(path, job.ports, job.chunk, stats, meta["features"]["scope"])
         context = FeatureSettings.from_meta(meta["features"]).new_context()  # this capture's
         flagged = score_batches(batches, str(path), model, meta, job, sink, book, context)
     return {"path": str(path), "part": str(part), "stats": stats, "flagged": flagged, "book": book}

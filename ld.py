@@ -29,10 +29,10 @@ from exfil.captures import checked_capture_paths, map_captures, with_progress
 from exfil.cli import UserError, configure, format_config, run
 from exfil.dataset import begin, join_text, write_arrays, write_meta
 from exfil.files import sha256_file
+from exfil.logread import read_any
 from exfil.memory import Releaser
 from exfil.numtext import format_flag
 from exfil.packets import PACKET_COLUMNS, csv_block, packet_fields
-from exfil.pcapread import read_dns
 
 # -----------------------------------------------------------------------------
 # inputs and rule
@@ -82,7 +82,7 @@ def label_capture(path: Path, job: Job) -> dict:
     part = job.out / f".packets.csv.part-{os.getpid()}-{uuid.uuid4().hex}"  # unique per run
     with open(part, "wb") as handle:
         memory = Releaser()
-        for batch in with_progress(read_dns(path, job.ports, job.chunk, stats), path):
+        for batch in with_progress(read_any(path, job.ports, job.chunk, stats), path):
             memory.after(batch)  # pages of earlier chunks handed back
             if rule == "domain":
                 label = lab.domain_labels(batch.qname, batch.qlen, domains)

@@ -32,8 +32,8 @@ from exfil.context import CONTEXT_FEATURES
 from exfil.dataset import NpyStream, begin, join_npy, write_arrays, write_meta
 from exfil.featureset import UNIGRAM_BINS, FeatureSettings
 from exfil.files import sha256_file
+from exfil.logread import read_any
 from exfil.memory import Releaser
-from exfil.pcapread import read_dns
 
 # -----------------------------------------------------------------------------
 # inputs and features
@@ -79,7 +79,9 @@ def featurize_capture(path: Path, job: Job) -> dict:
     context = job.features.new_context()  # each capture is its own vantage point: fresh state
     try:
         memory = Releaser()
-        for batch in with_progress(read_dns(path, job.ports, job.chunk, stats), path):
+        for batch in with_progress(
+            read_any(path, job.ports, job.chunk, stats, job.features.scope), path
+        ):
             memory.after(batch)  # pages of earlier chunks handed back
             if len(buffer) < len(batch):
                 buffer = np.zeros((len(batch), UNIGRAM_BINS), dtype=np.float32)

@@ -45,9 +45,12 @@ def capture_paths(arguments: list[str]) -> list[Path]:
 
 def checked_capture_paths(arguments: list[str]) -> list[Path]:
     """capture_paths, each file checked to be a capture before any work or output starts."""
+    from exfil.logread import log_format
+
     paths = capture_paths(arguments)
     for path in paths:
-        check_capture(path)
+        if log_format(path) is None:  # a Zeek or Suricata DNS log is read as well
+            check_capture(path)
     return paths
 
 

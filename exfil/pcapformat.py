@@ -169,7 +169,8 @@ def records(path: str | os.PathLike, chunk: int, stats: dict) -> Iterator[tuple]
 
         chunks = pcapng_records(data, buf, chunk, stats)
     else:
-        raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number)")
+        raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number), nor a Zeek "
+                    "dns.log or Suricata eve.json")  # fmt: skip
     for parts in chunks:
         yield (data, *parts)
 
@@ -185,4 +186,5 @@ def check_capture(path: str | os.PathLike) -> None:
         return
     if magic in PCAP_MAGIC or magic == PCAPNG_SHB:
         raise UserError(f"{path}: capture cut inside its file header")
-    raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number)")
+    raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number), nor a Zeek "
+                    "dns.log or Suricata eve.json")  # fmt: skip
