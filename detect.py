@@ -4,6 +4,7 @@
     python detect.py caps/ --model checkpoints/lstm.pt --out scores.csv --threshold 0.9
     sudo python detect.py --iface eth0 --model checkpoints/clf.pt --out live.csv
 
+Captures (pcap, pcapng) or DNS logs (Zeek dns.log TSV/JSON, Suricata eve.json; gzip too).
 Writes OUT (one row per DNS packet, in capture order:
 capture,packet,time,src,dst,qname,qtype,response,score,malicious) and ALERTS (default: alerts.json
 beside OUT), and prints the alert table. `packet` counts every record of the capture, as ld.py
@@ -44,6 +45,7 @@ from exfil.memory import Releaser
 from exfil.numtext import format_fixed6, format_flag
 from exfil.packets import csv_block, packet_fields
 from exfil.pcapread import read_dns
+from exfil.report_html import render_report
 from models import load_checkpoint, predict_proba
 from models.nets import INPUTS
 
@@ -57,6 +59,7 @@ OUT = "scores.csv"  # per-packet scores
 ALERTS = ""  # alerts JSON (default: alerts.json beside OUT)
 NDJSON = ""  # also write the alerts as ECS JSON lines, one per alert, for a SIEM
 RPZ = ""  # also write a DNS Response Policy Zone blocking the alerted domains
+REPORT = ""  # also write a self-contained HTML page: alerts, timelines, score histogram
 MIN_NAMES = 5  # distinct flagged names a registered domain needs before it is alerted
 MIN_SHARE = 0.2  # ... and the share of all its packets its flagged ones must make up
 ALLOWLIST: list[str] = []  # allowlist files: flagged names under an entry are never alerted
@@ -259,7 +262,8 @@ def save_alerts(path: Path, book: AlertBook, job: Job, config: dict, scores: Pat
               "config": config}  # fmt: skip
     written: list[Path] = []
     try:
-        for target, text in ((NDJSON, ndjson_text), (RPZ, _rpz)):
+        page = partial(render_report, histogram=book.score_histogram)
+        for target, text in ((NDJSON, ndjson_text), (RPZ, _rpz), (REPORT, page)):
             if target:
                 save_text(target, text(report))
                 written.append(Path(target))
@@ -297,7 +301,7 @@ def main() -> int:
     threshold = THRESHOLD if THRESHOLD >= 0 else float(meta.get("threshold", 0.5))
     print(f"model {MODEL}: {meta['network']}, threshold {threshold:.4f}")
     alerts_path = Path(ALERTS) if ALERTS else Path(OUT).with_name("alerts.json")
-    extra = [Path(p) for p in (NDJSON, RPZ) if p]
+    extra = [Path(p) for p in (NDJSON, RPZ, REPORT) if p]
     for folder in {Path(OUT).parent, alerts_path.parent, *(p.parent for p in extra)}:
         writable_folder(folder, "scores and alerts", create=False)  # before any work
     for stale in (alerts_path, *extra):  # outputs are only ever this run's, complete

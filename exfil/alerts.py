@@ -28,6 +28,8 @@ _UPPER = np.zeros(256, bool)
 _UPPER[ord("A") : ord("Z") + 1] = True
 MAX_TRACKED_NAMES = 50_000  # unique names remembered per domain; beyond it the count is a floor
 MAX_TRACKED_CLIENTS = 256
+MAX_MINUTES = 10_080  # minutes of timeline kept per domain (a week)
+SCORE_BINS = 50  # the score histogram of every packet, for the report
 MAX_CLIENT_NAMES = 10_000  # unique names remembered per client of a domain (then a floor)
 MAX_CACHED_NAMES = 50_000  # name bytes -> registered domain cache, cleared when full
 SIGNAL_SAMPLE = 100  # flagged packets per domain whose name signals are averaged
@@ -108,6 +110,7 @@ class DomainAlert:
     clients: set[str] = field(default_factory=set)
     per_client: dict[str, list] = field(default_factory=dict)  # [queries, responses, bytes, names]
     captures: set[str] = field(default_factory=set)
+    minutes: dict[int, list[int]] = field(default_factory=dict)  # minute -> [packets, bytes]
     examples: list[str] = field(default_factory=list)
     alphabet: set[str] = field(default_factory=set)
     signal_sums: np.ndarray = field(default_factory=lambda: np.zeros(len(SIGNALS)))
@@ -131,6 +134,18 @@ class DomainAlert:
         sizes = np.zeros(len(names)) if sizes is None else sizes
         self.responses += int(responses.sum())
         self._add_clients(names, clients, responses.tolist(), sizes.tolist())
+        if len(times) and np.isfinite(times).all():
+            minute = (times // 60).astype(np.int64)
+            keys, inverse = np.unique(minute, return_inverse=True)
+            packets = np.bincount(inverse, minlength=len(keys))
+            octets = np.bincount(inverse, weights=sizes, minlength=len(keys))
+            for key, count, size in zip(keys.tolist(), packets.tolist(), octets.tolist(),
+                                        strict=True):  # fmt: skip
+                row = self.minutes.get(key)
+                if row is None and len(self.minutes) < MAX_MINUTES:
+                    self.minutes[key] = [count, int(size)]
+                elif row is not None:
+                    row[0], row[1] = row[0] + count, row[1] + int(size)
         self.first_seen = min(self.first_seen, float(times.min()))
         self.last_seen = max(self.last_seen, float(times.max()))
         self.score_sum += float(scores.sum(dtype=np.float64))
@@ -172,6 +187,12 @@ class DomainAlert:
         self.flagged += other.flagged
         self.responses += other.responses
         self.captures |= other.captures
+        for key, (count, size) in other.minutes.items():
+            row = self.minutes.get(key)
+            if row is None and len(self.minutes) < MAX_MINUTES:
+                self.minutes[key] = [count, size]
+            elif row is not None:
+                row[0], row[1] = row[0] + count, row[1] + size
         for client, (queries, responses, size, names) in other.per_client.items():
             row = self.per_client.get(client)
             if row is None and len(self.per_client) < MAX_TRACKED_CLIENTS:
@@ -245,6 +266,10 @@ class DomainAlert:
                 )
             ],
             "captures": sorted(self.captures),
+            "timeline": [
+                [iso_utc(60.0 * minute), count, size]  # flagged packets, bytes a minute
+                for minute, (count, size) in sorted(self.minutes.items())
+            ],  # fmt: skip
             "domain_packets": total,
             "share_flagged": round(self.flagged / total, 4) if total else None,
             "mean_score": round(self.score_sum / max(self.flagged, 1), 4),
@@ -278,6 +303,7 @@ class AlertBook:
     ) -> None:
         self.allowlist = allowlist or Allowlist()
         self.packets = self.upper_case = 0  # names with upper-case letters (DNS 0x20?)
+        self.score_histogram = np.zeros(SCORE_BINS, np.int64)  # every packet's score
         self.min_names = min_names
         self.min_share = min_share
         self.window_seconds = window_seconds
@@ -384,6 +410,7 @@ class AlertBook:
         client = np.where(batch.response[flagged, None], batch.dst[flagged], batch.src[flagged])
         flagged_clients = strings(format_address(client))
         sizes = _sizes(batch)
+        self.score_histogram += np.histogram(scores, SCORE_BINS, (0.0, 1.0))[0]
         keys, here = self._count_domains(name_bytes, len(name_len), sizes)
         self.packets += len(name_len)
         self.upper_case += int(_UPPER[name_bytes].any(axis=1).sum()) if name_bytes.size else 0
@@ -441,6 +468,7 @@ class AlertBook:
         self.allowlist.merge(other.allowlist)
         self.packets += other.packets
         self.upper_case += other.upper_case
+        self.score_histogram += other.score_histogram
         for domain, alert in other.domains.items():
             if domain in self.domains:
                 self.domains[domain].merge(alert)

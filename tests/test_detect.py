@@ -90,8 +90,12 @@ def test_ndjson_is_ecs_and_rpz_is_a_loadable_zone(pipeline, tmp_path):
     import dns.zone
 
     ndjson, rpz = tmp_path / "alerts.ndjson", tmp_path / "block.rpz"
-    done, out, report = detect(pipeline, "clf", tmp_path, "--ndjson", ndjson, "--rpz", rpz)
+    page = tmp_path / "report.html"
+    done, out, report = detect(pipeline, "clf", tmp_path, "--ndjson", ndjson, "--rpz", rpz,
+                               "--report", page)  # fmt: skip
     assert done.returncode == 1, done.stderr
+    html = page.read_text()
+    assert all(alert["domain"] in html for alert in report["alerts"]) and "<svg" in html
     documents = [json.loads(line) for line in ndjson.read_text().splitlines()]
     alerted = {alert["domain"]: alert for alert in report["alerts"]}
     assert {d["dns"]["question"]["registered_domain"] for d in documents} == set(alerted)
