@@ -24,6 +24,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,6 @@ from exfil.dnsmsg import (
     pack_query,
     pack_response,
     qtype_number,
-    rdata_a,
-    rdata_aaaa,
     rdata_name,
     rdata_txt,
 )
@@ -133,12 +132,10 @@ def _answer(qname: str, rtype: int | None, text: str) -> Record | None:
     text = text.strip()
     if not text:
         return None
-    try:
-        address = ipaddress.ip_address(text)
-        return Record(qname, 28 if address.version == 6 else 1, 60,
-                      rdata_aaaa(text) if address.version == 6 else rdata_a(text))  # fmt: skip
-    except ValueError:
-        pass
+    parsed = _ip(text)
+    if parsed is not None:
+        version, packed = parsed
+        return Record(qname, 28 if version == 6 else 1, 60, packed)
     if rtype == 16 or text.startswith("TXT "):
         body = text.split(" ", 2)[-1] if text.startswith("TXT ") else text
         return Record(qname, 16, 60, rdata_txt(body.encode()[:255]))
@@ -325,12 +322,21 @@ def log_messages(path: str | os.PathLike, stats: dict) -> Iterator[tuple[int, tu
             stats["bad_record"] = stats.get("bad_record", 0) + 1
 
 
-def _address(text: str) -> tuple[int, bytes]:
+@lru_cache(maxsize=1 << 16)
+def _ip(text: str) -> tuple[int, bytes] | None:
+    """(version, packed bytes) of an address, None if `text` is none; addresses repeat in a
+    log (clients, servers, answers), so each is parsed once."""
+    if not text or not (text[0].isdigit() or ":" in text):
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        address = ipaddress.ip_address(_CLIENT)
+        return None
     return address.version, address.packed
+
+
+def _address(text: str) -> tuple[int, bytes]:
+    return _ip(text) or _ip(_CLIENT)  # type: ignore[return-value]
 
 
 def frame(src: str, dst: str, message: bytes, response: bool) -> bytes:
