@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import sys
 import tempfile
 import threading
@@ -45,6 +44,7 @@ from exfil.memory import Releaser
 from exfil.numtext import format_fixed6, format_flag
 from exfil.packets import csv_block, packet_fields
 from exfil.pcapread import read_dns
+from exfil.pcapwrite import frames_pcap
 from exfil.report_html import render_report
 from models import load_checkpoint, predict_proba
 from models.nets import INPUTS
@@ -199,15 +199,6 @@ def detect_files(job: Job, alerts_path: Path, config: dict) -> tuple[AlertBook, 
 # live traffic
 
 
-def pcap_bytes(frames: list[tuple[float, bytes]]) -> bytes:
-    """Frames as a little pcap file (Ethernet, µs), so live traffic takes the file path."""
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    for stamp, frame in frames:
-        seconds, micros = int(stamp), int(round((stamp % 1) * 1e6)) % 1_000_000
-        out.append(struct.pack("<IIII", seconds, micros, len(frame), len(frame)) + frame)
-    return b"".join(out)
-
-
 def detect_live(job: Job, alerts_path: Path, config: dict) -> tuple[AlertBook, dict]:
     from exfil.sniff import Sniffer
 
@@ -233,7 +224,7 @@ def detect_live(job: Job, alerts_path: Path, config: dict) -> tuple[AlertBook, d
                     del arrived[: len(taken)]
                     if taken:  # a fresh file each time: earlier batches may still map the last
                         window = Path(scratch) / f"window-{seen}.pcap"
-                        window.write_bytes(pcap_bytes(taken))
+                        window.write_bytes(frames_pcap(taken))
                         batches = list(read_dns(window, job.ports, job.chunk))
                         for batch in batches:
                             batch.record = batch.record + seen

@@ -93,6 +93,20 @@ def name_signals(qname: np.ndarray, qlen: np.ndarray) -> np.ndarray:
     return extras(names, SIGNALS)
 
 
+def _bump(table: dict, key: object, counts: tuple[int, ...], cap: int) -> bool:
+    """Add `counts` to table[key] element-wise; a new key only while the table holds fewer
+    than `cap`. Whether the key is (now) in the table."""
+    row = table.get(key)
+    if row is None:
+        if len(table) >= cap:
+            return False
+        table[key] = list(counts)
+        return True
+    for i, count in enumerate(counts):
+        row[i] += count
+    return True
+
+
 @dataclass
 class DomainAlert:
     """Running sums for one registered domain."""
@@ -107,8 +121,8 @@ class DomainAlert:
     score_sum: float = 0.0
     names: set[int] = field(default_factory=set)  # 64-bit digests: a third of the memory of str
     names_overflow: bool = False
-    clients: set[str] = field(default_factory=set)
-    per_client: dict[str, list] = field(default_factory=dict)  # [queries, responses, bytes, names]
+    per_client: dict[str, list[int]] = field(default_factory=dict)  # [queries, responses, bytes]
+    client_names: dict[str, set[int]] = field(default_factory=dict)  # their names' digests
     captures: set[str] = field(default_factory=set)
     minutes: dict[int, list[int]] = field(default_factory=dict)  # minute -> [packets, bytes]
     examples: list[str] = field(default_factory=list)
@@ -141,11 +155,7 @@ class DomainAlert:
             octets = np.bincount(inverse, weights=sizes, minlength=len(keys))
             for key, count, size in zip(keys.tolist(), packets.tolist(), octets.tolist(),
                                         strict=True):  # fmt: skip
-                row = self.minutes.get(key)
-                if row is None and len(self.minutes) < MAX_MINUTES:
-                    self.minutes[key] = [count, int(size)]
-                elif row is not None:
-                    row[0], row[1] = row[0] + count, row[1] + int(size)
+                _bump(self.minutes, key, (count, int(size)), MAX_MINUTES)
         self.first_seen = min(self.first_seen, float(times.min()))
         self.last_seen = max(self.last_seen, float(times.max()))
         self.score_sum += float(scores.sum(dtype=np.float64))
@@ -161,22 +171,15 @@ class DomainAlert:
         self.data_chars += sum(map(len, payloads))
         if len(self.alphabet) < 256:
             self.alphabet.update("".join(payloads))
-        room = MAX_TRACKED_CLIENTS - len(self.clients)
-        if room > 0:
-            self.clients.update(list(dict.fromkeys(clients))[:room])
         self.examples += new[: max(EXAMPLES - len(self.examples), 0)]
 
     def _add_clients(self, names: list, clients: list, responses: list, sizes: list) -> None:
         for name, client, response, size in zip(names, clients, responses, sizes, strict=True):
-            row = self.per_client.get(client)
-            if row is None:
-                if len(self.per_client) >= MAX_TRACKED_CLIENTS:
-                    continue
-                row = self.per_client[client] = [0, 0, 0, set()]
-            row[1 if response else 0] += 1
-            row[2] += int(size)
-            if len(row[3]) < MAX_CLIENT_NAMES:
-                row[3].add(name_digest(name.lower()))
+            counts = (0, 1, int(size)) if response else (1, 0, int(size))
+            if _bump(self.per_client, client, counts, MAX_TRACKED_CLIENTS):
+                names_of = self.client_names.setdefault(client, set())
+                if len(names_of) < MAX_CLIENT_NAMES:
+                    names_of.add(name_digest(name.lower()))
 
     def merge(self, other: DomainAlert) -> None:
         """Fold in the same domain's sums from another capture (parallel detection)."""
@@ -187,19 +190,15 @@ class DomainAlert:
         self.flagged += other.flagged
         self.responses += other.responses
         self.captures |= other.captures
-        for key, (count, size) in other.minutes.items():
-            row = self.minutes.get(key)
-            if row is None and len(self.minutes) < MAX_MINUTES:
-                self.minutes[key] = [count, size]
-            elif row is not None:
-                row[0], row[1] = row[0] + count, row[1] + size
-        for client, (queries, responses, size, names) in other.per_client.items():
-            row = self.per_client.get(client)
-            if row is None and len(self.per_client) < MAX_TRACKED_CLIENTS:
-                self.per_client[client] = [queries, responses, size, set(names)]
-            elif row is not None:
-                row[0], row[1], row[2] = row[0] + queries, row[1] + responses, row[2] + size
-                row[3].update(list(names - row[3])[: max(MAX_CLIENT_NAMES - len(row[3]), 0)])
+        for key, counts in other.minutes.items():
+            _bump(self.minutes, key, counts, MAX_MINUTES)
+        for client, counts in other.per_client.items():
+            if _bump(self.per_client, client, tuple(counts), MAX_TRACKED_CLIENTS):
+                mine, theirs = (
+                    self.client_names.setdefault(client, set()),
+                    other.client_names[client],
+                )
+                mine.update(list(theirs - mine)[: max(MAX_CLIENT_NAMES - len(mine), 0)])
         self.score_sum += other.score_sum
         new_names = other.names - self.names
         room = MAX_TRACKED_NAMES - len(self.names)
@@ -210,7 +209,6 @@ class DomainAlert:
         self.alphabet |= other.alphabet
         self.signal_sums += other.signal_sums
         self.signal_count += other.signal_count
-        self.clients.update(list(other.clients)[: max(MAX_TRACKED_CLIENTS - len(self.clients), 0)])
         self.examples = (self.examples + [e for e in other.examples if e not in self.examples])[
             :EXAMPLES
         ]
@@ -252,16 +250,16 @@ class DomainAlert:
             "unique_names_is_floor": self.names_overflow,
             "name_bytes": self.name_bytes,
             "estimated_bytes_exfiltrated": estimated,
-            "clients": sorted(self.clients),
+            "clients": sorted(self.per_client),
             "per_client": [
                 {
                     "client": client,
                     "queries": q,
                     "responses": r,
-                    "unique_names": len(names),
+                    "unique_names": len(self.client_names[client]),
                     "bytes": size,
                 }  # fmt: skip
-                for client, (q, r, size, names) in sorted(
+                for client, (q, r, size) in sorted(
                     self.per_client.items(), key=lambda item: (-item[1][0] - item[1][1], item[0])
                 )
             ],

@@ -38,8 +38,9 @@ from exfil.dnsmsg import (
     rdata_name,
     rdata_txt,
 )
+from exfil.pcapread import read_dns
+from exfil.pcapwrite import frames_pcap
 
-LOG_FORMATS = ("zeek-tsv", "zeek-json", "eve")
 MAX_LINE = 1 << 20  # longer lines are no DNS record: skipped and counted
 RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5}
 _SERVER, _CLIENT = "192.0.2.53", "192.0.2.1"  # documentation addresses where a log has none
@@ -360,13 +361,11 @@ def frame(src: str, dst: str, message: bytes, response: bool) -> bytes:
 
 
 def read_log_dns(  # noqa: ANN201 (DnsBatch from pcapread)
-    path: str | os.PathLike,
-    ports: tuple[int, ...] | list[int] = (53,),
-    chunk_records: int = 8192,
-    stats: dict | None = None,
+    path: str | os.PathLike, chunk_records: int = 8192, stats: dict | None = None
 ):
     """DnsBatches of a DNS log, as read_dns gives them for a capture; `record` is the log
-    record's index and stats counts log records and the skipped ones by reason."""
+    record's index and stats counts log records and the skipped ones by reason. No ports to
+    choose: a log holds DNS only, and its rebuilt messages are put on port 53."""
     stats = {} if stats is None else stats
     stats.setdefault("records", 0)
     stats.setdefault("dns_packets", 0)
@@ -391,8 +390,6 @@ def read_any(
 ):
     """read_dns for a capture, read_log_dns for a DNS log (by content). A log refuses features
     of another scope than the name's: its messages are rebuilt, not the ones on the wire."""
-    from exfil.pcapread import read_dns
-
     if log_format(path) is None:
         return read_dns(path, ports, chunk_records, stats)
     if scope != "qname":
@@ -400,19 +397,13 @@ def read_any(
             f"{path}: a DNS log holds names, not raw messages; these features need the "
             f"{scope!r} scope (use a qname-scope checkpoint, or ng.py --scope qname)"
         )
-    return read_log_dns(path, ports, chunk_records, stats)
+    return read_log_dns(path, chunk_records, stats)
 
 
 def _batches(pending: list, window: Path, stats: dict):  # noqa: ANN202
-    from exfil.pcapread import read_dns
-
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    for _, (when, src, dst, message, response) in pending:
-        data = frame(src, dst, message, response)
-        seconds = math.floor(when)
-        micros = min(int(round((when - seconds) * 1e6)), 999_999)
-        out.append(struct.pack("<IIII", seconds, micros, len(data), len(data)) + data)
-    window.write_bytes(b"".join(out))
+    frames = [(when, frame(src, dst, message, response))
+              for _, (when, src, dst, message, response) in pending]  # fmt: skip
+    window.write_bytes(frames_pcap(frames))
     index = np.fromiter((i for i, _ in pending), np.int64, len(pending))
     inner: dict = {}
     for batch in read_dns(window, (53,), len(pending) + 1, inner):

@@ -39,6 +39,9 @@ PCAP_MAGIC = {  # magic as read little-endian -> (byte order, timestamp units pe
 }
 PCAPNG_SHB = 0x0A0D0D0A
 SMALL_WINDOW = 2048  # bytes: fewer are gathered directly, sparing the sliding view's set-up
+NOT_A_CAPTURE = (
+    "not a pcap or pcapng capture (unknown magic number), nor a Zeek dns.log or Suricata eve.json"
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -169,8 +172,7 @@ def records(path: str | os.PathLike, chunk: int, stats: dict) -> Iterator[tuple]
 
         chunks = pcapng_records(data, buf, chunk, stats)
     else:
-        raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number), nor a Zeek "
-                    "dns.log or Suricata eve.json")  # fmt: skip
+        raise UserError(f"{path}: {NOT_A_CAPTURE}")
     for parts in chunks:
         yield (data, *parts)
 
@@ -186,5 +188,4 @@ def check_capture(path: str | os.PathLike) -> None:
         return
     if magic in PCAP_MAGIC or magic == PCAPNG_SHB:
         raise UserError(f"{path}: capture cut inside its file header")
-    raise UserError(f"{path}: not a pcap or pcapng capture (unknown magic number), nor a Zeek "
-                    "dns.log or Suricata eve.json")  # fmt: skip
+    raise UserError(f"{path}: {NOT_A_CAPTURE}")

@@ -9,6 +9,7 @@ Both write to a temporary name and rename when complete (exfil.files.atomic_path
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Sequence
@@ -46,6 +47,17 @@ def capture_format(path: str | os.PathLike, fmt: str | None = None) -> str:
 def pcap_header(nanosecond: bool = False, linktype: int = LINKTYPE_ETHERNET) -> bytes:
     magic = PCAP_MAGIC_NS if nanosecond else PCAP_MAGIC_US
     return struct.pack("<IHHiIII", magic, 2, 4, 0, 0, SNAPLEN, linktype)
+
+
+def frames_pcap(frames: list[tuple[float, bytes]]) -> bytes:
+    """(epoch seconds, Ethernet frame) pairs as a little pcap file (µs), so that traffic
+    which is not a file yet (live frames, DNS log records) takes the capture reader's path."""
+    out = [pcap_header()]
+    for stamp, frame in frames:
+        seconds = math.floor(stamp)
+        micros = min(int(round((stamp - seconds) * 1e6)), 999_999)  # never rounds into a second
+        out.append(struct.pack("<IIII", seconds, micros, len(frame), len(frame)) + frame)
+    return b"".join(out)
 
 
 def pcapng_header(nanosecond: bool = False, linktype: int = LINKTYPE_ETHERNET) -> bytes:
