@@ -29,7 +29,7 @@ from exfil.captures import checked_capture_paths, map_captures, with_progress
 from exfil.cli import UserError, configure, format_config, run
 from exfil.dataset import begin, join_text, write_arrays, write_meta
 from exfil.files import sha256_file
-from exfil.logread import read_any
+from exfil.logread import log_format, read_any
 from exfil.memory import Releaser
 from exfil.numtext import format_flag
 from exfil.packets import PACKET_COLUMNS, csv_block, packet_fields
@@ -66,7 +66,8 @@ def label_capture(path: Path, job: Job) -> dict:
     rule = job.rule.rule
     domains = list(job.rule.exfil_domains) or truth.get("exfil_domains", [])
     hosts = list(job.rule.attacker_hosts) or truth.get("attacker_hosts", [])
-    if rule == "domain" and not domains:
+    listed = log_format(path) == "names"  # a `label,name` list brings its own labels
+    if rule == "domain" and not domains and not listed:
         raise UserError(f"{path}: no exfiltration domain: give --exfil-domain or X.truth.json")
     if rule == "hosts" and not hosts:
         raise UserError(f"{path}: no attacker hosts: give --attacker-hosts or X.truth.json")
@@ -84,7 +85,9 @@ def label_capture(path: Path, job: Job) -> dict:
         memory = Releaser()
         for batch in with_progress(read_any(path, job.ports, job.chunk, stats), path):
             memory.after(batch)  # pages of earlier chunks handed back
-            if rule == "domain":
+            if rule == "domain" and listed:
+                label = listed_labels(path, batch, domains)
+            elif rule == "domain":
                 label = lab.domain_labels(batch.qname, batch.qlen, domains)
             elif rule == "time":
                 label = lab.time_labels(batch.time, log_times, log_exfil)
@@ -113,6 +116,15 @@ def label_capture(path: Path, job: Job) -> dict:
         "styles": truth.get("styles", []),
         **arrays,
     }
+
+
+def listed_labels(path: Path, batch, domains: list[str]) -> np.ndarray:  # noqa: ANN001
+    """A name list's own labels; names listed without one take the domain rule's label."""
+    given = batch.label if batch.label is not None else np.full(len(batch), -1, np.int8)
+    if (given < 0).any() and not domains:
+        raise UserError(f"{path}: names without a label (`label,name`) and no --exfil-domain")
+    by_domain = lab.domain_labels(batch.qname, batch.qlen, domains) if domains else given
+    return np.where(given >= 0, given, by_domain).astype(np.int8)
 
 
 def merge(results: list[dict], out: Path, config: dict) -> None:

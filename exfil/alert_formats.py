@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 
 MIN_EXFIL_BYTES = 1024  # an alert whose names carry this much upstream is also T1048.003
 TECHNIQUES = {  # MITRE ATT&CK: id -> (technique, tactic id, tactic)
@@ -56,16 +57,21 @@ def techniques(alert: dict) -> list[str]:
     return found
 
 
-def ecs_alert(alert: dict, report: dict) -> dict:
+def ecs_alert(alert: dict, report: dict, created: str | None = None) -> dict:
     """One alert as an Elastic Common Schema document (what Elastic, Splunk CIM mappings and
-    most SIEM pipelines ingest): the fields a rule or a dashboard keys on, then the evidence."""
+    most SIEM pipelines ingest): the fields a rule or a dashboard keys on, then the evidence.
+    @timestamp is when the traffic raised it; traffic without times (a list of names) takes
+    the time of the scan, `created`."""
+    created = created or datetime.now(UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")  # fmt: skip
     ids = techniques(alert)
     first = alert.get("first_alert") or {}
     top = alert["per_client"][0]["client"] if alert.get("per_client") else None
     return {
-        "@timestamp": first.get("time_utc") or alert["first_seen"],
+        "@timestamp": first.get("time_utc") or alert["first_seen"] or created,
         "event": {
             "kind": "alert",
+            "created": created,
             "category": ["network", "intrusion_detection"],
             "type": ["info"],
             "module": "exfil-detect",
@@ -110,7 +116,8 @@ def ecs_alert(alert: dict, report: dict) -> dict:
 
 def ndjson_text(report: dict) -> str:
     """alerts.json's alerts as ECS JSON lines, one object per alert."""
-    return "".join(json.dumps(ecs_alert(a, report)) + "\n" for a in report["alerts"])
+    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return "".join(json.dumps(ecs_alert(a, report, created)) + "\n" for a in report["alerts"])
 
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

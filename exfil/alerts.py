@@ -54,8 +54,9 @@ def _sizes(batch) -> np.ndarray:  # noqa: ANN001
 
 def iso_utc(epoch: float | None) -> str | None:
     """Epoch seconds as ISO-8601 UTC with milliseconds ("2026-12-02T19:00:47.123Z"): what a
-    SIEM parses without being told the time zone."""
-    if epoch is None:
+    SIEM parses without being told the time zone. None where there is no time (a list of
+    names, a pcapng simple packet block)."""
+    if epoch is None or not math.isfinite(float(epoch)):
         return None
     moment = datetime.fromtimestamp(float(epoch), tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -17,7 +17,8 @@ from exfil.cli import UserError
 from exfil.pcapformat import check_capture
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")  # picked from folders
-LIST_SUFFIXES = (".txt", ".list", ".lst")  # text files naming one capture per line
+LIST_SUFFIXES = (".txt", ".list", ".lst")  # text files naming one capture per line (or, if
+# their first entry is no file beside them and every line is a DNS name, names to scan)
 
 
 def capture_paths(arguments: list[str]) -> list[Path]:
@@ -27,7 +28,7 @@ def capture_paths(arguments: list[str]) -> list[Path]:
         path = Path(argument)
         if path.is_dir():
             found += sorted(p for p in path.iterdir() if p.suffix.lower() in CAPTURE_SUFFIXES)
-        elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
+        elif path.suffix.lower() in LIST_SUFFIXES and path.is_file() and not _names(path):
             for line in path.read_text(encoding="utf-8").splitlines():
                 if line.strip() and not line.lstrip().startswith("#"):
                     name = Path(line.strip())
@@ -41,6 +42,13 @@ def capture_paths(arguments: list[str]) -> list[Path]:
     if not found:
         raise UserError("no captures given (files, folders of captures, or lists of them)")
     return found
+
+
+def _names(path: Path) -> bool:
+    """A list of DNS names to scan (exfil.logread), not a list of captures."""
+    from exfil.logread import log_format
+
+    return log_format(path) == "names"
 
 
 def checked_capture_paths(arguments: list[str]) -> list[Path]:

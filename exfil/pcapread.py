@@ -61,6 +61,7 @@ class DnsBatch:
     qtype: np.ndarray  # uint16 (n,)
     response: np.ndarray  # bool (n,) QR flag
     data: np.ndarray  # uint8 view of the whole capture file
+    label: np.ndarray | None = None  # int8 (n,): the labels a labelled name list gives
 
     def __len__(self) -> int:
         return len(self.record)

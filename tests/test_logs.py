@@ -192,3 +192,138 @@ def test_hostile_logs_are_one_line_errors_or_counted_skips(traffic, tmp_path):
     assert done.returncode == 2 and "cut short" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert not out.exists() and not (tmp_path / "alerts.json").exists()
+
+
+ZEEK_HEADER = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-",
+               "#fields\tts\tid.orig_h\tid.resp_h\tquery\tqtype\trcode\tanswers\trtt"]  # fmt: skip
+LONGEST = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 bytes: the longest legal name
+
+
+def _zeek_tsv(path, rows, crlf=False) -> None:  # noqa: ANN001
+    end = "\r\n" if crlf else "\n"
+    path.write_text(end.join([*ZEEK_HEADER, *("\t".join(map(str, r)) for r in rows)]) + end)
+
+
+def test_rebuilt_messages_are_the_wire_form_of_each_record(tmp_path):
+    """Known answers: each message the vectorised builder lays out equals the one dnsmsg packs
+    one by one, for awkward names; illegal names are skipped and counted, never mangled."""
+    from exfil.dnsmsg import Record, pack_query, pack_response, rdata_name, rdata_txt
+
+    rows = [  # ts, client, server, query, qtype, rcode, answers, rtt
+        (1.5, "10.0.0.7", "10.0.0.1", "www.example.com.", 1, 0, "93.184.216.34,2606:2800::1", 0.25),
+        (2.0, "10.0.0.7", "10.0.0.1", "Mixed.CASE.example", 16, 0, "TXT 5 hello", 0.5),
+        (3.0, "fd00::7", "fd00::1", r"raw\x00\xffbytes.example", 5, 3, "-", 0.1),
+        (4.0, "10.0.0.8", "10.0.0.1", LONGEST, 12, "-", "host.example", "-"),
+        (5.0, "10.0.0.8", "10.0.0.1", "a" * 64 + ".too-long.example", 1, 0, "-", 0.1),
+        (6.0, "10.0.0.8", "10.0.0.1", "empty..label.example", 1, 0, "-", 0.1),
+        (7.0, "10.0.0.8", "fd00::1", "x.example", 1, "-", "-", "-"),  # mixed families, no reply
+    ]
+    _zeek_tsv(tmp_path / "dns.log", rows, crlf=True)
+    stats: dict = {}
+    batches = list(read_log_dns(tmp_path / "dns.log", stats=stats))
+    assert stats["records"] == 7 and stats["bad_name"] == 2
+    batch = batches[0]
+    messages = [bytes(batch.data[o : o + n]) for o, n in zip(batch.msg_off, batch.msg_len)]
+    names = strings(format_qname(batch.qname, batch.qlen))
+    raw = b"raw\x00\xffbytes.example"
+    expected = [
+        pack_query(0, "www.example.com", 1),
+        pack_response(0, "www.example.com", 1, answers=[
+            Record("www.example.com", 1, 60, bytes([93, 184, 216, 34])),
+            Record("www.example.com", 28, 60, ipaddress.IPv6Address("2606:2800::1").packed)]),
+        pack_query(0, "Mixed.CASE.example", 16),
+        pack_response(0, "Mixed.CASE.example", 16,
+                      answers=[Record("Mixed.CASE.example", 16, 60, rdata_txt("hello"))]),
+        pack_query(0, raw, 5), pack_response(0, raw, 5, rcode=3),
+        pack_query(0, LONGEST, 12),
+        pack_response(0, LONGEST, 12, answers=[Record(LONGEST, 12, 60, rdata_name("host.example"))]),
+        pack_query(0, "x.example", 1),
+    ]  # fmt: skip
+    assert messages == expected
+    assert batch.response.tolist() == [False, True] * 4 + [False]
+    assert batch.record.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 6]
+    assert names[0] == "www.example.com" and names[2] == "Mixed.CASE.example"
+    assert batch.qlen.tolist()[6] == 253
+    assert np.allclose(batch.time, [1.5, 1.75, 2.0, 2.5, 3.0, 3.1, 4.0, 4.0, 7.0])
+    src = strings(format_address(batch.src))
+    assert src[:2] == ["10.0.0.7", "10.0.0.1"] and src[4:6] == ["fd00::7", "fd00::1"]
+    assert batch.ipver.tolist() == [4, 4, 4, 4, 6, 6, 4, 4, 6]
+    assert (batch.sport[batch.response] == 53).all() and (batch.dport[~batch.response] == 53).all()
+    again = read_dns_of(batch)  # the capture reader parses every rebuilt message the same way
+    assert again == names
+
+
+def read_dns_of(batch) -> list[str]:  # noqa: ANN001
+    """The names read_dns finds in the batch's messages written as a capture."""
+    import tempfile
+    from pathlib import Path
+
+    from exfil.pcapwrite import ipv4_to_int, write_udp_capture
+
+    n = len(batch)
+    payloads = [bytes(batch.data[o : o + k]) for o, k in zip(batch.msg_off, batch.msg_len)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.pcap"
+        hosts = ipv4_to_int(["10.0.0.1"] * n)
+        write_udp_capture(path, np.arange(n) * 10**9, hosts, hosts, batch.sport, batch.dport,
+                          payloads)  # fmt: skip
+        return [n for b in read_dns(path) for n in strings(format_qname(b.qname, b.qlen))]
+
+
+def test_zeek_header_again_mid_file_and_blank_lines(tmp_path):
+    rows = [(1.0, "10.0.0.7", "10.0.0.1", "a.example", 1, 0, "-", 0.1)]
+    text = "\n".join([*ZEEK_HEADER, "\t".join(map(str, rows[0])), "", "#close\tx",
+                      *ZEEK_HEADER[:-1], "#fields\tquery\tts", "b.example\t2.0",
+                      "c.example\t3.0\textra"])  # fmt: skip
+    (tmp_path / "dns.log").write_text(text + "\n")
+    stats: dict = {}
+    batches = list(read_log_dns(tmp_path / "dns.log", stats=stats))
+    names = [n for b in batches for n in strings(format_qname(b.qname, b.qlen))]
+    assert names == ["a.example", "a.example", "b.example"]
+    assert [r for b in batches for r in b.record.tolist()] == [0, 0, 1]
+    assert stats["records"] == 3 and stats["wrong_columns"] == 1
+
+
+def test_name_lists_plain_and_labelled(tmp_path):
+    plain = tmp_path / "names.txt"
+    plain.write_text("# names seen at the proxy\nwww.example.com\n\nmail.example.org.\n")
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("label,name\nbenign,www.example.com\nmalicious,aGVsbG8.t.evil.example\n"
+                        "maybe,x.example\n")  # fmt: skip
+    assert log_format(plain) == "names" and log_format(labelled) == "names"
+    stats: dict = {}
+    batch = next(read_log_dns(plain, stats=stats))
+    assert strings(format_qname(batch.qname, batch.qlen)) == ["www.example.com", "mail.example.org"]
+    assert batch.record.tolist() == [0, 1] and np.isnan(batch.time).all()
+    assert not batch.response.any() and (batch.label == -1).all()
+    stats = {}
+    batch = next(read_log_dns(labelled, stats=stats))
+    assert batch.label.tolist() == [0, 1] and stats["bad_label"] == 1 and stats["records"] == 3
+    listing = tmp_path / "captures.txt"  # a list whose first entry is a file lists captures
+    (tmp_path / "a.pcap").write_bytes(b"")
+    listing.write_text("a.pcap\n")
+    assert log_format(listing) is None
+    assert log_format(tmp_path / "a.pcap") is None
+
+
+def test_ld_takes_a_name_lists_labels_and_detect_alerts_on_it(tmp_path):
+    rng = np.random.default_rng(3)
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz234567"))
+    lines = ["label,name"]
+    for i in range(200):
+        lines.append("benign," + ["www.google.com", "mail.example.org", "api.github.com"][i % 3])
+        lines.append(f"malicious,{''.join(rng.choice(alphabet, 50))}.{i}.t.evil-tunnel.net")
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(lines) + "\n")
+    run_script("ld.py", names, "--out", tmp_path / "ds")
+    labels = np.load(tmp_path / "ds" / "labels.npy")
+    assert labels.tolist() == [0, 1] * 200
+    done = run_script("detect.py", names, "--out", tmp_path / "s.csv", check=False)
+    assert done.returncode == 1, done.stderr
+    report = json.loads((tmp_path / "alerts.json").read_text())
+    assert [a["domain"] for a in report["alerts"]] == ["evil-tunnel.net"]
+    assert report["alerts"][0]["first_seen"] is None  # a list has no times, none made up
+    unlabelled = tmp_path / "plain.txt"
+    unlabelled.write_text("www.example.com\n")
+    done = run_script("ld.py", unlabelled, "--out", tmp_path / "x", check=False)
+    assert done.returncode == 2 and "--exfil-domain" in done.stderr
