@@ -223,7 +223,8 @@ def test_rebuilt_messages_are_the_wire_form_of_each_record(tmp_path):
     batches = list(read_log_dns(tmp_path / "dns.log", stats=stats))
     assert stats["records"] == 7 and stats["bad_name"] == 2
     batch = batches[0]
-    messages = [bytes(batch.data[o : o + n]) for o, n in zip(batch.msg_off, batch.msg_len)]
+    spans = zip(batch.msg_off, batch.msg_len, strict=True)
+    messages = [bytes(batch.data[o : o + n]) for o, n in spans]
     names = strings(format_qname(batch.qname, batch.qlen))
     raw = b"raw\x00\xffbytes.example"
     expected = [
@@ -236,7 +237,8 @@ def test_rebuilt_messages_are_the_wire_form_of_each_record(tmp_path):
                       answers=[Record("Mixed.CASE.example", 16, 60, rdata_txt("hello"))]),
         pack_query(0, raw, 5), pack_response(0, raw, 5, rcode=3),
         pack_query(0, LONGEST, 12),
-        pack_response(0, LONGEST, 12, answers=[Record(LONGEST, 12, 60, rdata_name("host.example"))]),
+        pack_response(0, LONGEST, 12,
+                      answers=[Record(LONGEST, 12, 60, rdata_name("host.example"))]),
         pack_query(0, "x.example", 1),
     ]  # fmt: skip
     assert messages == expected
@@ -261,7 +263,8 @@ def read_dns_of(batch) -> list[str]:  # noqa: ANN001
     from exfil.pcapwrite import ipv4_to_int, write_udp_capture
 
     n = len(batch)
-    payloads = [bytes(batch.data[o : o + k]) for o, k in zip(batch.msg_off, batch.msg_len)]
+    spans = zip(batch.msg_off, batch.msg_len, strict=True)
+    payloads = [bytes(batch.data[o : o + k]) for o, k in spans]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "x.pcap"
         hosts = ipv4_to_int(["10.0.0.1"] * n)

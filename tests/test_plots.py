@@ -20,10 +20,11 @@ def _results(labels: np.ndarray) -> dict:
 def test_figures_label_every_axis_and_give_rates_beside_counts(tmp_path):
     labels = (np.arange(2000) % 10 == 0).astype(np.int8)  # 10% malicious
     results = _results(labels)
+    history = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6},
+               {"epoch": 2, "train_loss": 0.3, "val_loss": 0.4}]  # fmt: skip
     figures = [plots.confusion_figure(results), plots.histogram_figure(results, labels),
                *plots.curve_figures(results, labels).values(),
-               plots.training_figure({"clf": [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6},
-                                              {"epoch": 2, "train_loss": 0.3, "val_loss": 0.4}]})]  # fmt: skip
+               plots.training_figure({"clf": history})]  # fmt: skip
     assert len(figures) == 5
     for fig in figures:
         for ax in fig.axes:
