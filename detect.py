@@ -21,13 +21,15 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import fields as fields_of
 from functools import partial
 from pathlib import Path
 
 import exfil  # noqa: F401 (first: a python without the requirements says so in one line)
 
 # isort: split
+import numpy as np
 import torch
 
 from exfil.alert_formats import format_alerts, ndjson_text, rpz_text, score_in_words
@@ -56,6 +58,7 @@ MODEL = "pretrained/clf.pt"  # shipped (make models); yours: checkpoints/clf.pt,
 THRESHOLD = -1.0  # decision threshold on the score; negative: the checkpoint's own
 # outputs
 OUT = "scores.csv"  # per-packet scores
+FLAGGED_ONLY = False  # write only the flagged packets' rows to OUT (same columns)
 ALERTS = ""  # alerts JSON (default: alerts.json beside OUT)
 NDJSON = ""  # also write the alerts as ECS JSON lines, one per alert, for a SIEM
 RPZ = ""  # also write a DNS Response Policy Zone blocking the alerted domains
@@ -75,6 +78,7 @@ LIVE_WINDOW = 3600.0  # forget domains quiet for this long (seconds), so memory 
 # system
 CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)
 WORKERS = 0  # processes for several captures (0 = one per core)
+SCHEDULER = ""  # a Dask scheduler (tcp://host:8786): the per-capture work runs on its cluster
 BATCH_SIZE = 65536  # packets per network forward pass
 # -----------------------------------------------------------------------------
 
@@ -95,6 +99,7 @@ class Job:
     ports: tuple[int, ...]
     chunk: int
     batch_size: int
+    flagged_only: bool = False
 
 
 def network_inputs(batch, meta: dict, context=None) -> dict:  # noqa: ANN001
@@ -126,9 +131,13 @@ def score_batches(  # noqa: ANN001
         scores = predict_proba(model, meta, batch_size=job.batch_size, **inputs)
         malicious = scores >= job.threshold
         flagged += int(malicious.sum())
-        fields = packet_fields(name, batch)
-        columns = [fields[key] for key in _ID_COLUMNS]
-        sink.write(csv_block([*columns, format_fixed6(scores), format_flag(malicious)]))
+        rows = flagged_rows(batch, malicious) if job.flagged_only else batch
+        kept = malicious if rows is batch else np.ones(len(rows), bool)
+        if len(rows):
+            fields = packet_fields(name, rows)
+            columns = [fields[key] for key in _ID_COLUMNS]
+            kept_scores = scores if rows is batch else scores[malicious]
+            sink.write(csv_block([*columns, format_fixed6(kept_scores), format_flag(kept)]))
         # the alert's "why" compares qname 1 + ln(count) histograms: reuse the inputs if they are
         features = meta["features"]
         same = (features.get("scope"), features.get("transform")) == ("qname", "log1p")
@@ -144,12 +153,20 @@ def score_batches(  # noqa: ANN001
     return flagged
 
 
+def flagged_rows(batch, malicious: np.ndarray):  # noqa: ANN001, ANN201
+    """The batch's flagged rows only (--flagged-only: no row per benign packet)."""
+    picked = {f.name: getattr(batch, f.name)[malicious] for f in fields_of(batch)
+              if f.name != "data" and getattr(batch, f.name) is not None}  # fmt: skip
+    return replace(batch, **picked)
+
+
 # -----------------------------------------------------------------------------
 # captures
 
 
-def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
-    """One capture: CSV rows to a part file, alerts kept in a book (returned to the parent).
+def score_capture(path: Path, part_dir: Path, job: Job, name: str | None = None) -> dict:
+    """One capture: CSV rows to a part file, alerts kept in a book (returned to the parent);
+    `name`: how outputs name the capture (the path as given, where a cluster reads another).
 
     One torch thread: chunks are small enough that threads cost more than they give, and
     several captures run in parallel processes instead.
@@ -162,8 +179,14 @@ def score_capture(path: Path, part_dir: Path, job: Job) -> dict:
     with open(part, "wb") as sink:
         batches = read_any(path, job.ports, job.chunk, stats, meta["features"]["scope"])
         context = FeatureSettings.from_meta(meta["features"]).new_context()  # this capture's
-        flagged = score_batches(batches, str(path), model, meta, job, sink, book, context)
-    return {"path": str(path), "part": str(part), "stats": stats, "flagged": flagged, "book": book}
+        flagged = score_batches(batches, name or str(path), model, meta, job, sink, book, context)
+    return {
+        "path": name or str(path),
+        "part": str(part),
+        "stats": stats,
+        "flagged": flagged,
+        "book": book,
+    }
 
 
 def detect_files(job: Job, alerts_path: Path, config: dict) -> tuple[AlertBook, dict]:
@@ -171,9 +194,9 @@ def detect_files(job: Job, alerts_path: Path, config: dict) -> tuple[AlertBook, 
     out = Path(OUT)
     workers = min(WORKERS or os.cpu_count() or 1, len(paths))
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".detect-") as part_dir:
+    with tempfile.TemporaryDirectory(dir=out.absolute().parent, prefix=".detect-") as part_dir:
         work = partial(score_capture, part_dir=Path(part_dir), job=job)
-        results = map_captures(work, paths, workers)
+        results = map_captures(work, paths, workers, SCHEDULER)
         join_text([r["part"] for r in results], out, _HEADER)
     book = results[0]["book"]
     for result in results[1:]:
@@ -299,7 +322,7 @@ def main() -> int:
         stale.unlink(missing_ok=True)
     allowlist = Allowlist.load(ALLOWLIST, DEFAULT_ALLOWLIST)
     job = Job(MODEL, threshold, MIN_NAMES, MIN_SHARE, allowlist, tuple(CAPTURE_PORTS), CHUNK,
-              BATCH_SIZE)  # fmt: skip
+              BATCH_SIZE, FLAGGED_ONLY)  # fmt: skip
     detect = detect_live if IFACE else detect_files
     book, report = detect(job, alerts_path, config)
     alerts = report["alerts"]

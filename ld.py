@@ -46,6 +46,7 @@ LOGS = ""  # logs.csv for --rule time (default: X.logs.csv beside each capture)
 PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS
 CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)
 WORKERS = 0  # processes for several captures (0 = one per core)
+SCHEDULER = ""  # a Dask scheduler (tcp://host:8786): the per-capture work runs on its cluster
 # -----------------------------------------------------------------------------
 
 
@@ -59,8 +60,10 @@ class Job:
     out: Path
 
 
-def label_capture(path: Path, job: Job) -> dict:
-    """Read one capture, label it, write its CSV rows to a part file; arrays come back."""
+def label_capture(path: Path, job: Job, name: str | None = None) -> dict:
+    """Read one capture, label it, write its CSV rows to a part file; arrays come back.
+    `name`: how outputs name the capture (the path as given, where a cluster reads another)."""
+    name = name or str(path)
     truth_file = lab.sidecar(path, "truth.json")
     truth = lab.load_truth(truth_file) if truth_file else {}
     rule = job.rule.rule
@@ -77,7 +80,7 @@ def label_capture(path: Path, job: Job) -> dict:
             raise UserError(f"{path}: --rule time needs X.logs.csv beside it or --logs")
         log_times, log_exfil = lab.load_logs(logs)
     record_class = truth.get("record_class")
-    files = [dict(entry, capture=str(path)) for entry in truth.get("files", [])]
+    files = [dict(entry, capture=name) for entry in truth.get("files", [])]
     stats: dict = {}
     parts: dict[str, list] = {"label": [], "klass": [], "file": [], "qtype": [], "time": []}
     part = job.out / f".packets.csv.part-{os.getpid()}-{uuid.uuid4().hex}"  # unique per run
@@ -102,12 +105,12 @@ def label_capture(path: Path, job: Job) -> dict:
             parts["file"].append(lab.file_rows(batch.record, batch.qname, batch.qlen, files))
             parts["qtype"].append(batch.qtype)
             parts["time"].append(batch.time)
-            columns = packet_fields(str(path), batch)  # as detect.py's scores.csv spells them
+            columns = packet_fields(name, batch)  # as detect.py's scores.csv spells them
             handle.write(csv_block([*map(columns.get, PACKET_COLUMNS), format_flag(label)]))
     arrays = {k: np.concatenate(v) if v else np.zeros(0, np.int16) for k, v in parts.items()}
     classes = truth.get("classes") if record_class is not None else ["benign", "malicious"]
     return {
-        "path": str(path),
+        "path": name,
         "part": str(part),
         "stats": stats,
         "domains": domains,
@@ -208,11 +211,12 @@ def main() -> None:
         raise UserError("--out DIR is required")
     print(format_config(config))
     paths = checked_capture_paths(CAPTURES)
-    out = begin(Path(OUT), "labels.json")  # written again last: only a complete run has it
+    out = Path(OUT).absolute()
+    out = begin(out, "labels.json")  # written again last: only a complete run has it
     rule = lab.LabelRule(RULE, tuple(EXFIL_DOMAIN), tuple(ATTACKER_HOSTS), LOGS)
     job = Job(rule, tuple(PORTS), CHUNK, out)
     try:
-        results = map_captures(partial(label_capture, job=job), paths, WORKERS)
+        results = map_captures(partial(label_capture, job=job), paths, WORKERS, SCHEDULER)
         merge(results, out, config)
     finally:
         for leftover in out.glob(".packets.csv.part-*"):

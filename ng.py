@@ -49,6 +49,7 @@ CONTEXT = True  # also the per-domain context features (exfil/context.py); off: 
 PORTS: list[int] = [53]  # UDP/TCP ports carrying DNS
 CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)
 WORKERS = 0  # processes for several captures (0 = one per core)
+SCHEDULER = ""  # a Dask scheduler (tcp://host:8786): the per-capture work runs on its cluster
 # -----------------------------------------------------------------------------
 
 _STREAMED = ("unigrams", "qname_bytes", "extras")  # part files per capture
@@ -64,8 +65,10 @@ class Job:
     out: Path
 
 
-def featurize_capture(path: Path, job: Job) -> dict:
-    """Stream one capture's features to hidden part files; return their names and lengths."""
+def featurize_capture(path: Path, job: Job, name: str | None = None) -> dict:
+    """Stream one capture's features to hidden part files; return their names and lengths.
+    `name`: how outputs name the capture (the path as given, where a cluster reads another)."""
+    shown = name or str(path)
     stats: dict = {}
     tag = f"{os.getpid()}-{uuid.uuid4().hex}"  # the same capture may be given twice
     widths = {"unigrams": UNIGRAM_BINS, "qname_bytes": job.features.qname_len}
@@ -94,7 +97,7 @@ def featurize_capture(path: Path, job: Job) -> dict:
             stream.close()
     qlen = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
     parts = {name: str(stream.path) for name, stream in streams.items()}
-    return {"path": str(path), "parts": parts, "qlen": qlen, "stats": stats}
+    return {"path": shown, "parts": parts, "qlen": qlen, "stats": stats}
 
 
 def main() -> None:
@@ -105,10 +108,11 @@ def main() -> None:
     settings = FeatureSettings(SCOPE, TRANSFORM, QNAME_LEN, extras, FOLD_CASE)
     print(format_config(config))
     paths = checked_capture_paths(CAPTURES)
-    out = begin(Path(OUT), "features.json")  # written again last: only a complete run has it
+    out = Path(OUT).absolute()
+    out = begin(out, "features.json")  # written again last: only a complete run has it
     job = Job(settings, tuple(PORTS), CHUNK, out)
     try:
-        results = map_captures(partial(featurize_capture, job=job), paths, WORKERS)
+        results = map_captures(partial(featurize_capture, job=job), paths, WORKERS, SCHEDULER)
         qlen = np.concatenate([r["qlen"] for r in results]).astype(np.int32)
         for name in _STREAMED:
             join_npy([r["parts"][name] for r in results], out / f"{name}.npy")

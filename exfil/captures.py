@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from exfil import PROJECT
 from exfil.cli import UserError
 from exfil.pcapformat import check_capture
 
@@ -62,8 +63,11 @@ def checked_capture_paths(arguments: list[str]) -> list[Path]:
     return paths
 
 
-def map_captures(work, paths: list, workers: int = 0) -> list:  # noqa: ANN001
-    """[work(path) for path in paths], in order, on up to `workers` processes (0 = cores)."""
+def map_captures(work, paths: list, workers: int = 0, scheduler: str = "") -> list:  # noqa: ANN001
+    """[work(path) for path in paths], in order, on up to `workers` processes (0 = cores), or
+    on the Dask cluster whose scheduler is at `scheduler`."""
+    if scheduler:
+        return map_on_cluster(work, paths, scheduler)
     workers = min(workers or os.cpu_count() or 1, len(paths))
     if workers <= 1:
         return [work(path) for path in paths]
@@ -71,6 +75,37 @@ def map_captures(work, paths: list, workers: int = 0) -> list:  # noqa: ANN001
 
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         return pool.map(work, paths, chunksize=1)
+
+
+def map_on_cluster(work, paths: list, scheduler: str, timeout: float = 20) -> list:  # noqa: ANN001
+    """[work(path) for path in paths] as one task per capture on an existing Dask distributed
+    cluster, gathered in order. Workers get absolute paths (captures and outputs must be on
+    storage they share with this machine, at the same paths) and `name=` the path as given,
+    so the outputs are those of a local run; a task's error comes back as raised."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UserError("--scheduler needs dask.distributed (requirements.txt)") from None
+    try:
+        client = Client(scheduler, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise UserError(f"--scheduler {scheduler}: no Dask scheduler there ({error})") from None
+    with client:
+        futures = client.map(_named, [work] * len(paths), [Path(p).absolute() for p in paths],
+                             [str(p) for p in paths], pure=False)  # fmt: skip
+        try:
+            return client.gather(futures)
+        except RuntimeError as error:  # the cluster cannot unpickle our tasks
+            if "deserializ" not in str(error):
+                raise
+            raise UserError(
+                f"--scheduler {scheduler}: the cluster cannot load this project's code; start "
+                f"the scheduler and workers with PYTHONPATH={PROJECT} and the same packages"
+            ) from None
+
+
+def _named(work, path: Path, name: str):  # noqa: ANN001, ANN202
+    return work(path, name=name)
 
 
 def with_progress(batches: Iterator, path: str | os.PathLike) -> Iterator:
