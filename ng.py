@@ -4,19 +4,20 @@
     python ng.py work/train.pcap --out work/train --scope dns --transform raw
     python ng.py caps/ --out work/x --extras name_len entropy     # optional extra features
 
-Writes OUT/unigrams.npy (float32, N x 256), OUT/qname_bytes.npy (uint8, N x QNAME_LEN),
-OUT/qname_len.npy (int32), OUT/extras.npy (float32: the EXTRAS, then with CONTEXT the per-domain
-context columns, each packet's registered domain up to that packet) and OUT/features.json
-(the settings, which detect.py rebuilds from a checkpoint to compute the same arrays); row i
-matches row i of ld.py's outputs for the same captures. Arrays are streamed to disk chunk by
-chunk, so memory stays bounded whatever the capture size.
+Writes OUT/unigrams.npy (N x 256 raw byte counts, uint8: a quarter of float32's size; uint16
+for the dns/udp scopes; exfil.dataset.read_unigrams applies TRANSFORM), OUT/qname_bytes.npy
+(uint8, N x QNAME_LEN), OUT/qname_len.npy (int32), OUT/extras.npy (float32: the EXTRAS, then
+with CONTEXT the per-domain context columns, each packet's registered domain up to that
+packet) and OUT/features.json (the settings, which detect.py rebuilds from a checkpoint to
+compute the same arrays); row i matches row i of ld.py's outputs for the same captures.
+Arrays are streamed to disk chunk by chunk, so memory stays bounded whatever the capture size.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -53,6 +54,7 @@ SCHEDULER = ""  # a Dask scheduler (tcp://host:8786): the per-capture work runs 
 # -----------------------------------------------------------------------------
 
 _STREAMED = ("unigrams", "qname_bytes", "extras")  # part files per capture
+COUNT_DTYPE = {"qname": "|u1", "dns": "<u2", "udp": "<u2"}  # names: <= 253 of a byte
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,12 @@ def featurize_capture(path: Path, job: Job, name: str | None = None) -> dict:
     tag = f"{os.getpid()}-{uuid.uuid4().hex}"  # the same capture may be given twice
     widths = {"unigrams": UNIGRAM_BINS, "qname_bytes": job.features.qname_len}
     widths["extras"] = len(job.features.extras)
+    counts = COUNT_DTYPE[job.features.scope]
     streams = {
         name: NpyStream(job.out / f".{name}.part-{tag}", feat_dtype, widths[name])
-        for name, feat_dtype in (("unigrams", "<f4"), ("qname_bytes", "|u1"), ("extras", "<f4"))
+        for name, feat_dtype in (("unigrams", counts), ("qname_bytes", "|u1"), ("extras", "<f4"))
     }
+    counting = replace(job.features, transform="raw")  # stored as counts; read_unigrams transforms
     lengths = []
     buffer = np.zeros((0, UNIGRAM_BINS), dtype=np.float32)  # reused: fresh pages cost more
     context = job.features.new_context()  # each capture is its own vantage point: fresh state
@@ -88,7 +92,8 @@ def featurize_capture(path: Path, job: Job, name: str | None = None) -> dict:
             memory.after(batch)  # pages of earlier chunks handed back
             if len(buffer) < len(batch):
                 buffer = np.zeros((len(batch), UNIGRAM_BINS), dtype=np.float32)
-            arrays = job.features.compute(batch, out=buffer[: len(batch)], context=context)
+            arrays = counting.compute(batch, out=buffer[: len(batch)], context=context)
+            arrays["unigrams"] = arrays["unigrams"].astype(counts)  # exact: whole counts
             for name, stream in streams.items():
                 stream.write(arrays[name])
             lengths.append(arrays["qname_len"])
@@ -121,7 +126,8 @@ def main() -> None:
             {"path": r["path"], "sha256": sha256_file(r["path"]), "packets": int(len(r["qlen"]))}
             for r in results
         ]
-        meta = {**settings.meta(), "packets": int(len(qlen)), "captures": captures}
+        meta = {**settings.meta(), "unigram_storage": "counts", "packets": int(len(qlen)),
+                "captures": captures}  # fmt: skip
         write_meta(out, "features.json", {**meta, "ports": PORTS, "config": config})
     finally:
         for name in _STREAMED:

@@ -9,7 +9,9 @@ in capture order.
     files.npy    int32 (N,)     index into labels.json "files", -1 ld.py
     qtypes.npy   uint16 (N,)    question type                      ld.py
     times.npy    float64 (N,)   capture time, s (evaluation only)  ld.py
-    unigrams.npy float32 (N, 256)                                  ng.py
+    unigrams.npy uint8 (N, 256) raw byte counts (uint16 for the dns/udp scopes), the
+                 transform of features.json applied by read_unigrams   ng.py
+                 (float32 transformed values in folders written before)
     qname_bytes.npy uint8 (N, qname_len), qname_len.npy int32 (N,) ng.py
     extras.npy   float32 (N, len(features.json "extras"))          ng.py
     labels.json / features.json: settings, captures (with SHA-256), counts, FORMAT
@@ -83,6 +85,26 @@ def read_array(folder: Path, field: str) -> np.ndarray:
         except TypeError:
             raise UserError(f"{path}: dtype {array.dtype}, expected {np.dtype(dtype)}") from None
     return array
+
+
+def read_unigrams(folder: Path, features: dict) -> np.ndarray:
+    """unigrams.npy as the networks read it, float32 (N, 256): stored counts (4-8x smaller than
+    the floats) go through features.json's transform here, the one place every consumer uses;
+    a folder of floats (written before counts were stored) is read as it is."""
+    from exfil.features import transform_counts
+
+    path = Path(folder) / "unigrams.npy"
+    if features.get("unigram_storage") != "counts":
+        return read_array(folder, "unigrams")
+    try:
+        counts = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing ({HINT})") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable .npy file ({error})") from None
+    if counts.dtype.kind != "u" or counts.ndim != 2:
+        raise UserError(f"{path}: features.json says counts, found {counts.dtype} {counts.shape}")
+    return transform_counts(counts, features.get("transform", "log1p"))
 
 
 def capture_digests(meta: dict) -> list[str]:

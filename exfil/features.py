@@ -109,6 +109,20 @@ def _output(out: np.ndarray | None, n: int) -> np.ndarray:
     return np.empty((n, 256), dtype=np.float32) if out is None else out
 
 
+def transform_counts(counts: np.ndarray, transform: str) -> np.ndarray:
+    """float32 (n, 256) unigrams from stored raw counts (ng.py's compact unigrams.npy): the same
+    table lookup (and l1 division by the row's byte count) as computing them from packets."""
+    counts = np.asarray(counts)
+    out = np.empty(counts.shape, np.float32)
+    largest = int(counts.max()) if counts.size else 0
+    table = _lookup(transform, largest)
+    for first in range(0, len(counts), 1 << 16):  # bounded temporaries
+        part = slice(first, first + (1 << 16))
+        block = counts[part].astype(np.intp)
+        _transform(out[part], block, table, block.sum(axis=1), transform)
+    return out
+
+
 def histograms(values, row, lengths, transform: str = "log1p", out=None) -> np.ndarray:  # noqa: ANN001
     """Transformed 256-bin counts per row from flattened (value, row) pairs sorted by row."""
     n = len(lengths)

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from exfil.cli import UserError
-from exfil.dataset import ARRAYS, capture_digests, read_array, read_json, write_arrays, write_meta
+from exfil.dataset import (
+    ARRAYS,
+    capture_digests,
+    read_array,
+    read_json,
+    read_unigrams,
+    write_arrays,
+    write_meta,
+)
 
 # --------------------------------------------------------------------------- loading
 
@@ -86,7 +94,8 @@ def load_dataset(
     for name in ARRAYS:
         if name == "labels" or (name not in required and not (folder / f"{name}.npy").exists()):
             continue
-        arrays[name] = read_array(folder, name)
+        arrays[name] = (read_unigrams(folder, features) if name == "unigrams"
+                        else read_array(folder, name))  # fmt: skip
         if len(arrays[name]) != n:
             raise UserError(
                 f"{folder}: {name} has {len(arrays[name])} rows but labels.npy has {n} "
@@ -252,5 +261,6 @@ def save_dataset(data: Dataset, folder: str | Path) -> Path:
     write_arrays(folder, {k: v for k, v in data.arrays().items() if v is not None})
     n, malicious = len(data), int(data.labels.sum())
     write_meta(folder, "labels.json", {**data.info, "packets": n, "malicious": malicious})
-    write_meta(folder, "features.json", {**data.features, "packets": n})
+    floats = {k: v for k, v in data.features.items() if k != "unigram_storage"}  # as loaded
+    write_meta(folder, "features.json", {**floats, "packets": n})
     return folder

@@ -160,7 +160,10 @@ def test_detect_computes_the_columns_ng_wrote(capture, tmp_path) -> None:
     context = FeatureSettings.from_meta(features).new_context()
     served = np.vstack([network_inputs(batch, meta, context)["unigrams"]
                         for batch in read_dns(capture, (53,), 500)])  # fmt: skip
-    written = np.hstack([np.load(tmp_path / "unigrams.npy"), np.load(tmp_path / "extras.npy")])
+    from exfil.dataset import read_unigrams
+
+    stored = read_unigrams(tmp_path, features)  # counts on disk, transformed by the loader
+    written = np.hstack([stored, np.load(tmp_path / "extras.npy")])
     np.testing.assert_array_equal(served, written)
     lstm = network_inputs(next(read_dns(capture, (53,), 100_000)), {**meta, "network": "lstm"},
                           FeatureSettings.from_meta(features).new_context())  # fmt: skip

@@ -127,6 +127,32 @@ def test_transforms_match_byte_counts(tmp_path: Path) -> None:
     assert more[0].tolist() == [15, 3, 7]  # www.example.com
 
 
+@pytest.mark.parametrize(("scope", "transform", "stored"), [("qname", "log1p", "uint8"),
+                         ("qname", "l1", "uint8"), ("dns", "log2", "uint16")])  # fmt: skip
+def test_unigrams_are_stored_as_counts_and_loaded_as_the_recipe_computes_them(
+    tmp_path: Path, scope: str, transform: str, stored: str
+) -> None:
+    """unigrams.npy holds raw counts (a quarter of float32's bytes for names); the one loader
+    gives exactly the floats the recipe computes from the packets (what detect.py feeds)."""
+    from exfil.dataset import read_unigrams
+    from exfil.featureset import FeatureSettings
+
+    path = write_pcap(tmp_path / "t.pcap", traffic(4))
+    out = tmp_path / "ds"
+    run = script("ng.py", str(path), "--out", str(out), "--scope", scope, "--transform",
+                 transform, "--no-context")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    on_disk = np.load(out / "unigrams.npy")
+    assert on_disk.dtype == np.dtype(stored) and on_disk.shape == (24, 256)
+    features = json.loads((out / "features.json").read_text())
+    assert features["unigram_storage"] == "counts" and features["transform"] == transform
+    recipe = FeatureSettings.from_meta(features)
+    computed = np.concatenate([recipe.compute(b, need=("unigrams",))["unigrams"]
+                               for b in read_dns(path)])  # fmt: skip
+    np.testing.assert_array_equal(read_unigrams(out, features), computed)
+    np.testing.assert_array_equal(on_disk, features_of(path, scope))
+
+
 def test_time_rule_reproduces_the_original_windows(tmp_path: Path) -> None:
     frames = traffic(4)[:10]
     path = write_pcap(tmp_path / "cap.pcap", frames, [T0 + i for i in range(10)])
