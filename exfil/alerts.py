@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from exfil.allowlist import Allowlist
-from exfil.domains import registered_domain
+from exfil.domains import registered_domain_of
 from exfil.features import extras
 from exfil.numtext import format_address
 from exfil.packets import format_qname, strings
@@ -31,8 +31,8 @@ MAX_TRACKED_CLIENTS = 256
 MAX_MINUTES = 10_080  # minutes of timeline kept per domain (a week)
 SCORE_BINS = 50  # the score histogram of every packet, for the report
 MAX_CLIENT_NAMES = 10_000  # unique names remembered per client of a domain (then a floor)
-MAX_CACHED_NAMES = 50_000  # name bytes -> registered domain cache, cleared when full
 SIGNAL_SAMPLE = 100  # flagged packets per domain whose name signals are averaged
+MAX_CANDIDATES = 20_000  # domains with flagged packets but no alert kept at once (then halved)
 MAX_DOMAIN_TOTALS = 100_000  # domains whose packets are counted; beyond it, unflagged ones go
 EXAMPLES = 3
 MANY_NAMES = 100  # this many distinct flagged names alert a domain whatever its flagged share
@@ -309,7 +309,6 @@ class AlertBook:
         self.domains: OrderedDict[str, DomainAlert] = OrderedDict()
         self.totals: dict[str, int] = {}
         self.bytes: dict[str, int] = {}  # DNS message bytes of all the domain's packets
-        self._domain_of: dict[bytes, str] = {}
         self._benign_sum: np.ndarray | None = None
         self._benign_count = 0
 
@@ -331,10 +330,8 @@ class AlertBook:
 
     def _count_domains(self, name_bytes: np.ndarray, n: int, sizes: np.ndarray) -> tuple:
         """Every packet (and its bytes) counted under its registered domain: the names as byte
-        keys, and domain -> (packets, bytes) of this batch."""
-        cache, totals, sums = self._domain_of, self.totals, self.bytes
-        if len(cache) > MAX_CACHED_NAMES:
-            cache.clear()
+        keys, domain -> (packets, bytes) of this batch, and the batch's key -> domain."""
+        domain_of, totals, sums = {}, self.totals, self.bytes
         width = max(name_bytes.shape[1], 1)  # the root name alone: one zero byte
         view = name_bytes if name_bytes.shape[1] else np.zeros((n, 1), np.uint8)
         view = np.ascontiguousarray(view).view(f"S{width}").ravel()
@@ -344,14 +341,12 @@ class AlertBook:
         here: dict[str, tuple[int, int]] = {}
         rows = zip(unique.tolist(), counts.tolist(), weights.tolist(), strict=True)
         for key, count, size in rows:
-            domain = cache.get(key)  # benign names repeat: one lookup each
-            if domain is None:
-                domain = cache[key] = registered_domain(key.decode("latin-1").lower())
+            domain = domain_of[key] = registered_domain_of(key)  # case: folded there
             totals[domain] = totals.get(domain, 0) + count
             sums[domain] = sums.get(domain, 0) + int(size)
             packets, octets = here.get(domain, (0, 0))
             here[domain] = (packets + count, octets + int(size))
-        return keys, here
+        return keys, here, domain_of
 
     def _holds(self, names: int, flagged: int, total: int) -> bool:
         """The alert rule on a domain's distinct flagged names, flagged and total packets."""
@@ -363,10 +358,10 @@ class AlertBook:
         total = self.totals.get(alert.domain, alert.flagged)  # an overflowed name set is full:
         return self._holds(len(alert.names), alert.flagged, total)  # MAX_TRACKED > MANY_NAMES
 
-    def _locate(self, domain: str, before: tuple, keys: list, flagged: dict, batch) -> dict:  # noqa: ANN001
+    def _locate(self, domain: str, before: tuple, keys: list, flagged: dict, batch, cache) -> dict:  # noqa: ANN001, E501
         """The packet of this batch at which `domain` became an alert, and what had passed."""
         queries, names, total, size = before
-        cache, sizes = self._domain_of, _sizes(batch)
+        sizes = _sizes(batch)
         for i, key in enumerate(keys):
             if cache[key] != domain:
                 continue
@@ -410,10 +405,10 @@ class AlertBook:
         flagged_clients = strings(format_address(client))
         sizes = _sizes(batch)
         self.score_histogram += np.histogram(scores, SCORE_BINS, (0.0, 1.0))[0]
-        keys, here = self._count_domains(name_bytes, len(name_len), sizes)
+        keys, here, cache = self._count_domains(name_bytes, len(name_len), sizes)
         self.packets += len(name_len)
         self.upper_case += int(_UPPER[name_bytes].any(axis=1).sum()) if name_bytes.size else 0
-        cache, totals = self._domain_of, self.totals
+        totals = self.totals
         if unigrams is not None:
             benign_sum = unigrams.sum(axis=0).astype(np.float64)  # float32 within a batch
             benign_sum -= unigrams[flagged].sum(axis=0)
@@ -454,13 +449,30 @@ class AlertBook:
                 raised.append(domain)
                 if domain in before:
                     names_of = {int(flagged[k]): flagged_names[k] for k in picks[domain]}
-                    alert.first_alert = self._locate(domain, before[domain], keys, names_of, batch)
+                    alert.first_alert = self._locate(domain, before[domain], keys, names_of,
+                                                    batch, cache)  # fmt: skip
         if self.window_seconds is not None and len(times):
             self._forget_before(float(np.max(times)) - self.window_seconds)
+        if len(self.domains) > MAX_CANDIDATES:
+            self._evict_candidates()
         if len(totals) > MAX_DOMAIN_TOTALS:  # memory stays flat under millions of domains
             self.totals = {d: n for d, n in totals.items() if d in self.domains}
             self.bytes = {d: n for d, n in self.bytes.items() if d in self.domains}
         return raised
+
+    def _evict_candidates(self) -> None:
+        """Keep the raised alerts and the strongest half of the other candidates (most distinct
+        flagged names, then most flagged packets): one stray false positive under each of
+        millions of benign domains would otherwise hold a few KB apiece without bound. A
+        dropped candidate that comes back starts again from zero."""
+        waiting = [d for d, a in self.domains.items() if not a.raised]
+        keep = MAX_CANDIDATES // 2
+        if len(waiting) <= keep:
+            return
+        ranked = sorted(waiting, key=lambda d: (len(self.domains[d].names),
+                                                self.domains[d].flagged), reverse=True)  # fmt: skip
+        for domain in ranked[keep:]:
+            del self.domains[domain]
 
     def merge(self, other: AlertBook) -> None:
         """Fold in another book (one per capture when captures are scored in parallel)."""

@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from exfil.domains import registered_domain
+from exfil.domains import registered_domain_of
 from exfil.features import LOWER, extras
 
 CONTEXT_FEATURES = (
@@ -57,7 +57,6 @@ TABLE_BITS = 21  # 2^21 fingerprints remembered (16 MB), shared by all domains
 CAP = 256  # counts saturate here: a long capture then looks like a short one (stationary)
 ALPHA = 1 / 32  # weight of the newest packet in the domain's running new-name share
 MAX_DOMAINS = 65_536  # domains tracked at once (about 16 MB of state)
-MAX_CACHED_NAMES = 65_536  # name -> registered domain cache, cleared when full
 # running sums per domain, in this order (one cumulative sum per chunk updates them all)
 _SUMS = ("packets", "responses", "new_queries", "new_responses", "sub_len", "sub_len2", "entropy",
          "a", "txt", "null", "cname_mx", "nxdomain", "answer_bytes")  # fmt: skip
@@ -162,7 +161,6 @@ class DomainContext:
         self.fresh = np.zeros(max_domains, np.float64)  # exponential average of "name is new"
         self.last_seen = np.zeros(max_domains, np.int64)
         self.clock = 0
-        self._domain_of: dict[bytes, str] = {}
 
     # ------------------------------------------------------------------ domains and slots
     def _evict(self) -> None:
@@ -179,18 +177,13 @@ class DomainContext:
 
     def _slots(self, unique_names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(slot, registered-domain length) of each unique folded name row."""
-        cache = self._domain_of
-        if len(cache) > MAX_CACHED_NAMES:
-            cache.clear()
         width = unique_names.shape[1]
         keys = unique_names.view(f"S{width}").ravel().tolist() if width else [b""]
         slots = np.empty(len(keys), np.int64)
         lengths = np.empty(len(keys), np.int64)
         pinned: set[int] = set()  # slots of this chunk: never evicted while it is processed
         for i, key in enumerate(keys):
-            domain = cache.get(key)
-            if domain is None:
-                domain = cache[key] = registered_domain(key.decode("latin-1"))
+            domain = registered_domain_of(key)
             slot = self.slot_of.get(domain)
             if slot is None:
                 if not self.free:

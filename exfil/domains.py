@@ -44,6 +44,24 @@ _SHORTCUT = _RULES is not None  # every name takes the full walk (slower, same a
 _DEEP, _WILD = _deep_tails(_RULES or frozenset())
 
 
+MAX_CACHED_NAMES = 65_536  # name bytes -> registered domain, one cache for every caller
+
+
+_BY_NAME: dict[bytes, str] = {}
+
+
+def registered_domain_of(name: bytes) -> str:
+    """registered_domain of a name given as its bytes, through one bounded cache that the
+    context state and the alert book share (they look up the same names, once each here):
+    benign names repeat, so most look-ups are a dict hit."""
+    domain = _BY_NAME.get(name)
+    if domain is None:
+        if len(_BY_NAME) >= MAX_CACHED_NAMES:
+            _BY_NAME.clear()
+        domain = _BY_NAME[name] = registered_domain(name.decode("latin-1"))
+    return domain
+
+
 def registered_domain(qname: str) -> str:
     """`x1f.data.evil.co.uk` -> `evil.co.uk`; names without a public suffix map to themselves.
 

@@ -187,3 +187,19 @@ def test_queries_and_responses_are_counted_apart_and_per_client():
     assert rows["10.0.0.7"]["queries"] == 3 and rows["10.0.0.7"]["responses"] == 1
     assert rows["10.0.0.66"]["unique_names"] == 3 and rows["10.0.0.7"]["unique_names"] == 3
     assert alert["captures"] == ["cap.pcap"]
+
+
+def test_candidates_without_an_alert_are_bounded_and_the_strong_ones_kept(monkeypatch):
+    """One stray flagged name under each of very many benign domains must not grow the book
+    without bound; a tunnel building up among them is kept and still alerted."""
+    from exfil import alerts
+
+    monkeypatch.setattr(alerts, "MAX_CANDIDATES", 100)
+    book = AlertBook(min_names=5)
+    for step in range(10):
+        strays = [f"odd{step}x{i}.benign{step}-{i}.com" for i in range(60)]
+        tunnel = [f"{step:02d}{j:038x}.tunnel.net" for j in range(2 if step < 9 else 1)]
+        book.update(*batch(strays + tunnel, [True] * (len(strays) + len(tunnel)), start=step))
+        assert len(book.domains) <= 101
+    assert "tunnel.net" in book.domains and book.domains["tunnel.net"].raised
+    assert [a["domain"] for a in book.alerts()] == ["tunnel.net"]
