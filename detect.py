@@ -131,13 +131,14 @@ def score_batches(  # noqa: ANN001
         scores = predict_proba(model, meta, batch_size=job.batch_size, **inputs)
         malicious = scores >= job.threshold
         flagged += int(malicious.sum())
-        rows = flagged_rows(batch, malicious) if job.flagged_only else batch
-        kept = malicious if rows is batch else np.ones(len(rows), bool)
+        rows, row_scores, row_flags = batch, scores, malicious
+        if job.flagged_only:
+            rows = flagged_rows(batch, malicious)
+            row_scores, row_flags = scores[malicious], malicious[malicious]
         if len(rows):
             fields = packet_fields(name, rows)
             columns = [fields[key] for key in _ID_COLUMNS]
-            kept_scores = scores if rows is batch else scores[malicious]
-            sink.write(csv_block([*columns, format_fixed6(kept_scores), format_flag(kept)]))
+            sink.write(csv_block([*columns, format_fixed6(row_scores), format_flag(row_flags)]))
         # the alert's "why" compares qname 1 + ln(count) histograms: reuse the inputs if they are
         features = meta["features"]
         same = (features.get("scope"), features.get("transform")) == ("qname", "log1p")
@@ -172,6 +173,7 @@ def score_capture(path: Path, part_dir: Path, job: Job, name: str | None = None)
     several captures run in parallel processes instead.
     """
     torch.set_num_threads(1)
+    name = name or str(path)
     model, meta = load_checkpoint(job.model)
     book = AlertBook(job.min_names, job.min_share, allowlist=job.allowlist.fresh())
     stats: dict = {}
@@ -179,14 +181,8 @@ def score_capture(path: Path, part_dir: Path, job: Job, name: str | None = None)
     with open(part, "wb") as sink:
         batches = read_any(path, job.ports, job.chunk, stats, meta["features"]["scope"])
         context = FeatureSettings.from_meta(meta["features"]).new_context()  # this capture's
-        flagged = score_batches(batches, name or str(path), model, meta, job, sink, book, context)
-    return {
-        "path": name or str(path),
-        "part": str(part),
-        "stats": stats,
-        "flagged": flagged,
-        "book": book,
-    }
+        flagged = score_batches(batches, name, model, meta, job, sink, book, context)
+    return {"path": name, "part": str(part), "stats": stats, "flagged": flagged, "book": book}
 
 
 def detect_files(job: Job, alerts_path: Path, config: dict) -> tuple[AlertBook, dict]:

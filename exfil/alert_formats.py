@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+
+from exfil.alerts import iso_utc
 
 MIN_EXFIL_BYTES = 1024  # an alert whose names carry this much upstream is also T1048.003
 TECHNIQUES = {  # MITRE ATT&CK: id -> (technique, tactic id, tactic)
@@ -62,8 +63,7 @@ def ecs_alert(alert: dict, report: dict, created: str | None = None) -> dict:
     most SIEM pipelines ingest): the fields a rule or a dashboard keys on, then the evidence.
     @timestamp is when the traffic raised it; traffic without times (a list of names) takes
     the time of the scan, `created`."""
-    created = created or datetime.now(UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")  # fmt: skip
+    created = created or iso_utc(time.time())
     ids = techniques(alert)
     first = alert.get("first_alert") or {}
     top = alert["per_client"][0]["client"] if alert.get("per_client") else None
@@ -116,7 +116,7 @@ def ecs_alert(alert: dict, report: dict, created: str | None = None) -> dict:
 
 def ndjson_text(report: dict) -> str:
     """alerts.json's alerts as ECS JSON lines, one object per alert."""
-    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    created = iso_utc(time.time())
     return "".join(json.dumps(ecs_alert(a, report, created)) + "\n" for a in report["alerts"])
 
 

@@ -73,12 +73,7 @@ def read_json(folder: Path, name: str) -> dict:
 def read_array(folder: Path, field: str) -> np.ndarray:
     """One array of the folder in its format's dtype (a safe cast from a compatible one)."""
     path, dtype = Path(folder) / f"{field}.npy", ARRAYS[field]
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing ({HINT})") from None
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: not a readable .npy file ({error})") from None
+    array = _load_npy(path)
     if array.dtype != dtype:
         try:
             array = array.astype(dtype, casting="same_kind")
@@ -87,8 +82,18 @@ def read_array(folder: Path, field: str) -> np.ndarray:
     return array
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """An .npy file of the folder; missing or unreadable is a one-line UserError."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing ({HINT})") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable .npy file ({error})") from None
+
+
 def read_unigrams(folder: Path, features: dict) -> np.ndarray:
-    """unigrams.npy as the networks read it, float32 (N, 256): stored counts (4-8x smaller than
+    """unigrams.npy as the networks read it, float32 (N, 256): stored counts (2-4x smaller than
     the floats) go through features.json's transform here, the one place every consumer uses;
     a folder of floats (written before counts were stored) is read as it is."""
     from exfil.features import transform_counts
@@ -96,12 +101,7 @@ def read_unigrams(folder: Path, features: dict) -> np.ndarray:
     path = Path(folder) / "unigrams.npy"
     if features.get("unigram_storage") != "counts":
         return read_array(folder, "unigrams")
-    try:
-        counts = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing ({HINT})") from None
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: not a readable .npy file ({error})") from None
+    counts = _load_npy(path)
     if counts.dtype.kind != "u" or counts.ndim != 2:
         raise UserError(f"{path}: features.json says counts, found {counts.dtype} {counts.shape}")
     return transform_counts(counts, features.get("transform", "log1p"))

@@ -221,8 +221,6 @@ def _times(values: list) -> tuple[np.ndarray, np.ndarray]:
     if values[0] is None:  # a name list: no times
         return np.full(n, np.nan), np.ones(n, bool)
     try:
-        if isinstance(values[0], bytes):  # Zeek TSV: epoch seconds as text
-            return np.array(values, dtype="S40").astype(np.float64), np.ones(n, bool)
         return np.array(values, dtype=np.float64), np.ones(n, bool)
     except (TypeError, ValueError):
         pass
@@ -320,11 +318,9 @@ _RR = struct.Struct("!HHHIH")
 
 
 @lru_cache(maxsize=1 << 16)
-def _rr(hint: int, value: object) -> bytes:
+def _rr(hint: int, text: str) -> bytes:
     """One answer record on the wire from a log's text (owner: a pointer to the question):
     A, AAAA, TXT, else a name (CNAME, NS, PTR); b"" for text that is none of these."""
-    text = (value.decode("ascii") if value.isascii() else _text(value)) if isinstance(
-        value, bytes) else str(value)  # fmt: skip
     text = text.strip()
     if not text:
         return b""
@@ -415,7 +411,7 @@ def _packed(hint: int, answers: Sequence) -> tuple[bytes, int]:
     most answers, take a short path (no cache: in a tunnel's answers each one is new)."""
     records = []
     for answer in answers:
-        text = answer.decode("latin-1") if isinstance(answer, bytes) else answer
+        text = _text(answer)  # a TXT answer's UTF-8 stays UTF-8
         try:
             if ":" in text:
                 records.append(_AAAA_RECORD + socket.inet_pton(socket.AF_INET6, text))
@@ -494,17 +490,6 @@ def _zeek_header(line: bytes, state: dict) -> None:
         state["fields"] = value.split(state.get("sep", b"\t"))
 
 
-def _by_value(column: Sequence, convert: Callable, bad: int = -1) -> np.ndarray:
-    """convert(value) of each value, computed once per distinct value; `bad` where it fails."""
-    table = {}
-    for value in set(column):
-        try:
-            table[value] = convert(value)
-        except (TypeError, ValueError, OverflowError, UnicodeError):
-            table[value] = bad
-    return np.fromiter(map(table.__getitem__, column), np.int64, len(column))
-
-
 def _field_text(arr: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """The fields [start, end) of `arr` as one numpy bytes array (zero-padded, no objects)."""
     lengths = end - start
@@ -515,16 +500,16 @@ def _field_text(arr: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarr
     return matrix.view(f"S{width}").reshape(-1)
 
 
-def _by_distinct(values: np.ndarray, convert: Callable, bad: float = -1) -> np.ndarray:
-    """convert(value) of each numpy bytes value, once per distinct value; `bad` on failure."""
-    uniques, inverse = np.unique(values, return_inverse=True)
+def _by_distinct(values: Sequence[bytes], convert: Callable, bad: int = -1) -> np.ndarray:
+    """int64 convert(value) of each bytes value, once per distinct value; `bad` on failure."""
+    uniques, inverse = np.unique(np.asarray(values, dtype=bytes), return_inverse=True)
     out = []
     for value in uniques.tolist():
         try:
             out.append(convert(value))
         except (TypeError, ValueError, OverflowError, UnicodeError):
             out.append(bad)
-    return np.asarray(out)[inverse.reshape(-1)]
+    return np.asarray(out, np.int64)[inverse.reshape(-1)]
 
 
 def _floats(values: np.ndarray, unset: bytes, default: float) -> np.ndarray:
@@ -622,7 +607,7 @@ def _name_records(lines: list[bytes], first: int, state: dict, stats: dict) -> l
         entries = entries[1:]  # a header
     state["seen"] = state.get("seen") or bool(entries)
     split = [t.rpartition(b",") for t in entries]
-    labels = _by_value([label for label, _, _ in split],
+    labels = _by_distinct([label for label, _, _ in split],
                        lambda v: LABELS.get(v.decode().lower(), -2) if v else -1, -2)  # fmt: skip
     keep = np.flatnonzero(labels > -2)
     _count(stats, "bad_label", len(entries) - len(keep))
@@ -675,13 +660,13 @@ def _address_table(*columns: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _names(values: Sequence[bytes], logged: bool) -> list[bytes]:
-    """Names as their bytes, one trailing dot dropped; for names as logged, escapes and
+    """Names as their bytes, trailing dots dropped; for names as logged, escapes and
     non-ASCII text undone name by name, only in a chunk that has any."""
     joined = b"".join(values)
     if logged and (not joined.isascii() or b"\\" in joined):
         return [_qname(v) for v in values]
     if any(v[-1:] == b"." for v in values):
-        return [v[:-1] if v[-1:] == b"." else v for v in values]
+        return [v.rstrip(b".") for v in values]  # as _qname and dnsmsg.pack_name do
     return list(values)
 
 
