@@ -29,6 +29,7 @@ VAL_TIME = 0.2  # share of the capture (its last time block) held out for valida
 THRESHOLD_RULE: ThresholdRule = "fpr"  # decision threshold: fpr (false-alarm budget) | f1
 TARGET_FPR = 0.001  # for THRESHOLD_RULE fpr: share of benign validation packets flagged
 EXTRAS: list[Extra] = list(NAME_FEATURES)  # name features beside the unigrams; none: --extras
+AUGMENT = 6  # copies of each training exfiltration packet with session id + domain redrawn
 # model
 HIDDEN = 128  # first encoder layer width, sigmoid (the original: 128)
 CODE = 64  # bottleneck width (the original: 64)

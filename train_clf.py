@@ -27,6 +27,7 @@ VAL_TIME = 0.2  # share of the capture (its last time block) held out for valida
 THRESHOLD_RULE: ThresholdRule = "fpr"  # decision threshold: fpr (false-alarm budget) | f1
 TARGET_FPR = 0.001  # for THRESHOLD_RULE fpr: share of benign validation packets flagged
 EXTRAS: list[Extra] = list(NAME_FEATURES)  # name features beside the unigrams; none: --extras
+AUGMENT = 3  # copies of each training exfiltration packet with session id + domain redrawn
 # model
 HIDDEN: list[int] = [128, 64]  # hidden layer widths (the original: 128 64)
 # training

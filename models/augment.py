@@ -14,10 +14,12 @@ domain looked up in the capture's benign traffic, so the domain carries no label
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import numpy as np
 
 from exfil.domains import registered_domain
+from exfil.features import NAME_FEATURES, extras, unigrams
 from models.data import Dataset
 
 _KINDS = ((ord("a"), 26), (ord("A"), 26), (ord("0"), 10))  # (first byte, size) of each kind
@@ -138,4 +140,43 @@ def with_session_copies(data: Dataset, index: np.ndarray, copies: int, seed: int
         qname_len=np.concatenate([part.qname_len, qlen]),
         files=np.concatenate([files, np.tile(files[malicious], copies)]),
         extras=side,
+    )
+
+
+def with_unigram_session_copies(
+    data: Dataset, index: np.ndarray, copies: int, seed: int
+) -> Dataset:
+    """with_session_copies for the unigram networks: the copies' histograms and name features
+    are computed from their redrawn names with the dataset's own recipe (features.json), and
+    every other column (the per-domain context, qtype) is the original row's.
+
+    Only where the histogram counts the name (scope "qname"): a histogram of the whole message
+    cannot be redrawn from the name alone, so `data`'s rows come back as they are.
+    """
+    part = data.subset(index)
+    if copies <= 0 or data.features.get("scope", "qname") != "qname" or part.qname_bytes is None:
+        return part
+    names = with_session_copies(data, index, copies, seed)
+    extra = len(part)  # the copies follow the originals
+    copy_bytes, copy_len = names.qname_bytes[extra:], names.qname_len[extra:]
+    malicious = np.flatnonzero(part.labels == 1)
+    rows = np.tile(part.unigrams[malicious], (copies, 1))
+    batch = SimpleNamespace(qname=copy_bytes, qlen=copy_len, qtype=np.tile(
+        part.qtypes[malicious] if part.qtypes is not None else np.zeros(len(malicious), np.uint16),
+        copies,
+    ))  # fmt: skip
+    bins = int(data.features.get("dim", 256))
+    rows[:, :bins] = unigrams(batch, "qname", data.features.get("transform", "log1p"))
+    chosen = list(data.features.get("extras") or [])
+    redrawn = [name for name in chosen if name in NAME_FEATURES]
+    if redrawn:
+        columns = [bins + chosen.index(name) for name in redrawn]
+        rows[:, columns] = extras(batch, tuple(redrawn))
+    return Dataset(
+        data.folder,
+        np.concatenate([part.labels, np.tile(part.labels[malicious], copies)]),
+        data.features,
+        data.info,
+        files=names.files,
+        unigrams=np.concatenate([part.unigrams, rows]).astype(np.float32),
     )

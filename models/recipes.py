@@ -18,7 +18,7 @@ import torch
 
 from exfil.cli import format_config
 from exfil.files import writable_folder
-from models.augment import with_session_copies
+from models.augment import with_session_copies, with_unigram_session_copies
 from models.distributed import Dist, print0, setup, teardown
 from models.inference import reconstruction_errors
 from models.metrics import binary_metrics
@@ -57,9 +57,12 @@ def launch(recipe: Recipe, cfg: RunConfig, script: str) -> dict:
 
 
 def _classifier(model, network: str, data, train, val, cfg: RunConfig, dist: Dist, desc: str):  # noqa: ANN001
-    """Stage every recipe ends with: cross-entropy, early stopping on validation PR-AUC."""
+    """Stage every recipe ends with: cross-entropy, early stopping on validation PR-AUC.
+    The training rows get cfg.augment redrawn copies of each exfiltration packet."""
     validate = classifier_validation(validation_scorer(data, val, network), data.labels[val])
-    tensors = training_tensors(data, train, network)
+    seen = with_unigram_session_copies(data, train, cfg.augment, cfg.seed)
+    print0(dist, f"training rows: {len(train)} packets + {len(seen) - len(train)} redrawn copies")
+    tensors = training_tensors(seen, np.arange(len(seen)), network)
     return fit(model, tensors, cross_entropy, validate, cfg.train_config(), dist, desc)
 
 

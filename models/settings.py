@@ -56,6 +56,11 @@ class RunConfig(SplitConfig):
     dry_run: bool = False
     context: bool = True  # the per-domain context features (exfil/context.py) as inputs
     context_columns: list[str] | None = None  # which of them (None: DEFAULT_CONTEXT)
+    augment: int = 0  # redrawn copies of each training exfiltration packet (models/augment.py)
+
+    def __post_init__(self) -> None:
+        if self.augment < 0:
+            raise UserError(f"--augment {self.augment}: the number of copies cannot be negative")
 
     def train_config(self, **changes) -> TrainConfig:
         """The training loop's settings, early stopping on validation PR-AUC unless changed."""
@@ -98,11 +103,6 @@ class LSTMRun(RunConfig):
     reverse: bool
     dropout: float
     pool: Pool
-    augment: int  # redrawn copies of each training exfiltration packet
-
-    def __post_init__(self) -> None:
-        if self.augment < 0:
-            raise UserError(f"--augment {self.augment}: the number of copies cannot be negative")
 
 
 RUNS = {"clf": ClfRun, "ae_clf": AEClfRun, "lstm": LSTMRun}

@@ -3,14 +3,16 @@
 import numpy as np
 from synthetic import make_dataset
 
+from exfil.features import transform_counts
 from models.augment import (
     benign_domains,
     session_copies,
     session_keys,
     shared_ends,
     with_session_copies,
+    with_unigram_session_copies,
 )
-from models.data import Dataset, load_dataset, split_by_file_and_time
+from models.data import Dataset, load_dataset, split_by_file_and_time, with_extras
 
 SESSION = [  # one DET-like exfiltration: job id h13pO59, domain billysign.info
     b"h13pO59mbow4s7o3.t2i6hixkm85y9cop.billysign.info",
@@ -97,3 +99,34 @@ def test_rows_without_a_file_id_are_grouped_by_registered_domain():
     data.files = None  # no files.npy at all
     keys = session_keys(data, np.arange(4))
     assert keys[0] == keys[1] == keys[3] != keys[2]
+
+
+def test_unigram_copies_are_the_histograms_of_their_redrawn_names(tmp_path):
+    """clf and ae_clf train on copies too: each copy's row is the recipe's row of its new name
+    (byte counts, name features), and the columns a name does not set (the per-domain
+    context) are its original's, so a copy differs from its original only where the name does."""
+    data = load_dataset(make_dataset(tmp_path / "d", packets=1500, seed=4, files=5))
+    chosen = ["name_len", "entropy", "ctx_names", "ctx_new_share"]
+    data = with_extras(data, chosen)
+    train, _ = split_by_file_and_time(data, 0.25, 0.2, 1)
+    seen = with_unigram_session_copies(data, train, 2, seed=3)
+    named = np.flatnonzero(data.labels[train] == 1)
+    assert len(seen) == len(train) + 2 * len(named)
+    assert np.array_equal(seen.unigrams[: len(train)], data.unigrams[train])
+    assert np.array_equal(seen.labels[len(train) :], np.ones(2 * len(named), np.int8))
+    names = with_session_copies(data, train, 2, seed=3)  # the same seeded names
+    copies = seen.unigrams[len(train) :]
+    originals = np.tile(data.unigrams[train][named], (2, 1))
+    new_names = names.qname_bytes[len(train) :]
+    new_len = names.qname_len[len(train) :]
+    changed = 0
+    for row, name, n, original in zip(copies, new_names, new_len, originals, strict=True):
+        counts = np.bincount(name[:n], minlength=256)
+        assert np.allclose(row[:256], transform_counts(counts[None], "log1p")[0])  # the recipe's
+        assert row[256] == n  # name_len of the new name
+        assert np.array_equal(row[258:], original[258:])  # context: the original's
+        changed += not np.array_equal(row[:256], original[:256])
+    assert changed > 0.9 * len(copies)  # the domain and id really were redrawn
+    whole = data.replace_arrays()
+    whole.features = {**data.features, "scope": "dns"}  # message bytes: cannot be redrawn
+    assert len(with_unigram_session_copies(whole, train, 2, seed=3)) == len(train)
