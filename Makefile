@@ -9,12 +9,29 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work
-PACKETS ?= 30000
+PACKETS ?= 15000
+FAMILY_PACKETS ?= 25000
+TEST_FAMILY_PACKETS ?= 30000
 TRAIN_SEED ?= 1
+TRAIN_FAMILY_SEED ?= 3
 TEST_SEED ?= 2
-# the training and the test capture exfiltrate different files
+TEST_FAMILY_SEED ?= 4
+DET_SHARE ?= 0.15
+FAMILY_SHARE ?= 0.2
+# the training and the test captures exfiltrate different files
 TRAIN_FILES ?= report.txt photo-cat.png diagram.png customers.csv
 TEST_FILES ?= firmware.bin photo-street.jpg chart.png
+# ... in different variants of each family: training sees every alphabet and family (DET, the
+# four modelled ones, the real iodine and dns2tcp captures), the test other label layouts,
+# chunk sizes, query types and timing (`evaluate.py --leave-one-out`: whole families unseen)
+TRAIN_DET_STYLES ?= det det-multilabel base32-txt base64-cname base128-null base36-short
+TRAIN_FAMILY_STYLES ?= dnscat2-txt dnscat2-cname beacon-a beacon-txt dga-alpha dga-alnum \
+	dnsexfiltrator-b64 dnsexfiltrator-raw8 dnsexfiltrator-b32lower
+TEST_DET_STYLES ?= det-qtypes base64url-mx base32-burst
+TEST_FAMILY_STYLES ?= dnscat2-mx dnscat2-tag beacon-aaaa dga-txt dnsexfiltrator-b32
+TRAIN_CAPTURES = $(WORK)/train-det.pcap $(WORK)/train-families.pcap $(REAL_TOOLS)
+TEST_CAPTURES = $(WORK)/test-det.pcap $(WORK)/test-families.pcap
+GENERATE = $(PY) data_generating_codes/script_datagen.py --mode offline
 
 # the shipped models: every DET style and modelled family, plus the shipped real-tool captures
 MODELS_PACKETS ?= 60000
@@ -31,27 +48,31 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 demo: install
-	$(PY) data_generating_codes/script_datagen.py --mode offline --packets $(PACKETS) \
-		--seed $(TRAIN_SEED) --files $(TRAIN_FILES) --out $(WORK)/train.pcap
-	$(PY) data_generating_codes/script_datagen.py --mode offline --packets $(PACKETS) \
-		--seed $(TEST_SEED) --files $(TEST_FILES) --out $(WORK)/test.pcap
-	$(PY) ld.py $(WORK)/train.pcap --out $(WORK)/train
-	$(PY) ng.py $(WORK)/train.pcap --out $(WORK)/train
-	$(PY) ld.py $(WORK)/test.pcap --out $(WORK)/test
-	$(PY) ng.py $(WORK)/test.pcap --out $(WORK)/test
-	$(PY) ld.py $(WORK)/test.pcap --out $(WORK)/test-time --rule time
+	$(GENERATE) --packets $(PACKETS) --seed $(TRAIN_SEED) --exfil-share $(DET_SHARE) \
+		--styles $(TRAIN_DET_STYLES) --files $(TRAIN_FILES) --out $(WORK)/train-det.pcap
+	$(GENERATE) --packets $(FAMILY_PACKETS) --seed $(TRAIN_FAMILY_SEED) --exfil-share $(FAMILY_SHARE) \
+		--styles $(TRAIN_FAMILY_STYLES) --files $(TRAIN_FILES) --out $(WORK)/train-families.pcap
+	$(GENERATE) --packets $(PACKETS) --seed $(TEST_SEED) --exfil-share $(DET_SHARE) \
+		--styles $(TEST_DET_STYLES) --files $(TEST_FILES) --out $(WORK)/test-det.pcap
+	$(GENERATE) --packets $(TEST_FAMILY_PACKETS) --seed $(TEST_FAMILY_SEED) --exfil-share $(FAMILY_SHARE) \
+		--styles $(TEST_FAMILY_STYLES) --files $(TEST_FILES) --out $(WORK)/test-families.pcap
+	$(PY) ld.py $(TRAIN_CAPTURES) --out $(WORK)/train
+	$(PY) ng.py $(TRAIN_CAPTURES) --out $(WORK)/train
+	$(PY) ld.py $(TEST_CAPTURES) --out $(WORK)/test
+	$(PY) ng.py $(TEST_CAPTURES) --out $(WORK)/test
+	$(PY) ld.py $(TEST_CAPTURES) --out $(WORK)/test-time --rule time
 	$(PY) train_ae_clf.py
 	$(PY) train_clf.py
 	$(PY) train_lstm.py
 	$(PY) evaluate.py
-	$(PY) detect.py $(WORK)/test.pcap --model checkpoints/clf.pt --out results/scores.csv; \
+	$(PY) detect.py $(TEST_CAPTURES) --model checkpoints/clf.pt --out results/scores.csv; \
 		code=$$?; [ $$code -le 1 ] || exit $$code
 	@echo
 	@sed -n '/^| model /,/^$$/p' results/report.md
 	@echo "report: results/report.md   plots: results/*.png   alerts: results/alerts.json"
 
 models: install
-	$(PY) data_generating_codes/script_datagen.py --mode offline --packets $(MODELS_PACKETS) \
+	$(GENERATE) --packets $(MODELS_PACKETS) \
 		--seed $(MODELS_SEED) --exfil-share 0.2 --styles all all-families --files $(TRAIN_FILES) \
 		--out $(WORK)/models.pcap
 	$(PY) ld.py $(WORK)/models.pcap $(REAL_TOOLS) --out $(WORK)/models

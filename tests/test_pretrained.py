@@ -3,6 +3,7 @@ the features ng.py writes today, and detect.py with no --model, run from another
 reaches the README's figures on the demo's test capture."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -11,11 +12,12 @@ import pandas as pd
 import pytest
 from conftest import ROOT, run_script
 
+from exfil.domains import registered_domain
 from exfil.featureset import FeatureSettings
 from models import load_checkpoint
 
 NETWORKS = ("clf", "ae_clf", "lstm")
-README_F1 = {"clf": 0.9961, "ae_clf": 0.9931, "lstm": 0.9955}  # the README's table
+README_F1 = {"clf": 0.9967, "ae_clf": 0.9974, "lstm": 0.9980}  # the README's table
 SLACK = 0.003  # the capture is regenerated from its seed: equal bytes, so equal scores
 
 
@@ -38,22 +40,42 @@ def test_shipped_checkpoint_loads_and_reads_todays_features(network, recipe):
     FeatureSettings.from_meta(features)  # the one settings object builds from it
 
 
+def makefile_settings() -> dict[str, str]:
+    """The Makefile's `NAME ?= value` settings (continued lines joined): the demo's one owner."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    found = re.findall(r"^([A-Z_]+) \?= (.*)$", text, re.M)
+    return {name: " ".join(value.split()) for name, value in found}
+
+
 @pytest.mark.slow
 def test_detect_without_model_from_another_folder_reaches_the_readme(tmp_path):
-    """The demo's test capture (the Makefile's seed and files), scanned as a new user would."""
-    capture = tmp_path / "test.pcap"
-    run_script("data_generating_codes/script_datagen.py", "--mode", "offline", "--packets",
-               30000, "--seed", 2, "--files", "firmware.bin", "photo-street.jpg", "chart.png",
-               "--out", capture)  # fmt: skip
-    run_script("ld.py", capture, "--out", tmp_path / "labels")
+    """The demo's two test captures (the Makefile's seeds, styles and files), scanned as a new
+    user would."""
+    make = makefile_settings()
+    captures = []
+    parts = (("det", "PACKETS", "TEST_SEED", "DET_SHARE", "TEST_DET_STYLES"),
+             ("families", "TEST_FAMILY_PACKETS", "TEST_FAMILY_SEED", "FAMILY_SHARE",
+              "TEST_FAMILY_STYLES"))  # fmt: skip
+    for part, packets, seed, share, styles in parts:
+        captures.append(tmp_path / f"test-{part}.pcap")
+        run_script("data_generating_codes/script_datagen.py", "--mode", "offline", "--packets",
+                   make[packets], "--seed", make[seed], "--exfil-share", make[share],
+                   "--styles", *make[styles].split(), "--files", *make["TEST_FILES"].split(),
+                   "--out", captures[-1])  # fmt: skip
+    run_script("ld.py", *captures, "--out", tmp_path / "labels")
     labels = np.load(tmp_path / "labels" / "labels.npy")
-    truth = set(json.loads(capture.with_suffix(".truth.json").read_text())["exfil_domains"])
+    truths = [json.loads(path.with_suffix(".truth.json").read_text()) for path in captures]
+    truth = {domain for t in truths for domain in t["exfil_domains"]}
+    packets = pd.read_csv(tmp_path / "labels" / "packets.csv", usecols=["qname", "label"])
+    per_domain = packets[packets.label == 1].qname.map(registered_domain).value_counts()
+    busy = set(per_domain[per_domain >= 20].index)  # dnscat2's `dnscat.<hex>`: 1 query each
+    assert len(busy) >= 10
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     for network in NETWORKS:
         model = [] if network == "clf" else ["--model", ROOT / "pretrained" / f"{network}.pt"]
         done = subprocess.run(
-            [sys.executable, ROOT / "detect.py", capture, *model, "--out", f"{network}.csv",
+            [sys.executable, ROOT / "detect.py", *captures, *model, "--out", f"{network}.csv",
              "--alerts", f"{network}.json"],
             cwd=elsewhere, capture_output=True, text=True,
         )  # fmt: skip
@@ -63,6 +85,7 @@ def test_detect_without_model_from_another_folder_reaches_the_readme(tmp_path):
         f1 = 2 * true_positives / (flagged.sum() + labels.sum())
         assert f1 >= README_F1[network] - SLACK, (network, f1)
         report = json.loads((elsewhere / f"{network}.json").read_text())
-        assert {alert["domain"] for alert in report["alerts"]} == truth, network
+        alerted = {alert["domain"] for alert in report["alerts"]}
+        assert alerted <= truth and busy <= alerted, (network, alerted ^ busy)
         if network == "clf":
             assert report["model"] == str(ROOT / "pretrained" / "clf.pt")  # the default
