@@ -29,14 +29,18 @@ TRAIN_FAMILY_STYLES ?= dnscat2-txt dnscat2-cname beacon-a beacon-txt dga-alpha d
 	dnsexfiltrator-b64 dnsexfiltrator-raw8 dnsexfiltrator-b32lower
 TEST_DET_STYLES ?= det-qtypes base64url-mx base32-burst
 TEST_FAMILY_STYLES ?= dnscat2-mx dnscat2-tag beacon-aaaa dga-txt dnsexfiltrator-b32
-TRAIN_CAPTURES = $(WORK)/train-det.pcap $(WORK)/train-families.pcap $(REAL_TOOLS)
-TEST_CAPTURES = $(WORK)/test-det.pcap $(WORK)/test-families.pcap
+# the shipped real-tool captures, in training (TEST_TOOLS=... holds one out: README)
+CAPTURES := data_generating_codes/captures
+TRAIN_TOOLS ?= $(CAPTURES)/iodine.pcap $(CAPTURES)/dns2tcp.pcap
+TEST_TOOLS ?=
+TRAIN_CAPTURES = $(WORK)/train-det.pcap $(WORK)/train-families.pcap $(TRAIN_TOOLS)
+TEST_CAPTURES = $(WORK)/test-det.pcap $(WORK)/test-families.pcap $(TEST_TOOLS)
 GENERATE = $(PY) data_generating_codes/script_datagen.py --mode offline
 
 # the shipped models: every DET style and modelled family, plus the shipped real-tool captures
 MODELS_PACKETS ?= 60000
 MODELS_SEED ?= 11
-REAL_TOOLS := data_generating_codes/captures/iodine.pcap data_generating_codes/captures/dns2tcp.pcap
+REAL_TOOLS := $(CAPTURES)/iodine.pcap $(CAPTURES)/dns2tcp.pcap
 
 .PHONY: demo test test-fast install lint bench clean models
 
@@ -61,10 +65,11 @@ demo: install
 	$(PY) ld.py $(TEST_CAPTURES) --out $(WORK)/test
 	$(PY) ng.py $(TEST_CAPTURES) --out $(WORK)/test
 	$(PY) ld.py $(TEST_CAPTURES) --out $(WORK)/test-time --rule time
-	$(PY) train_ae_clf.py
-	$(PY) train_clf.py
-	$(PY) train_lstm.py
-	$(PY) evaluate.py
+	$(PY) train_ae_clf.py --data $(WORK)/train
+	$(PY) train_clf.py --data $(WORK)/train
+	$(PY) train_lstm.py --data $(WORK)/train
+	$(PY) evaluate.py --data $(WORK)/train --test $(WORK)/test \
+		--time-labels $(WORK)/test-time/labels.npy
 	$(PY) detect.py $(TEST_CAPTURES) --model checkpoints/clf.pt --out results/scores.csv; \
 		code=$$?; [ $$code -le 1 ] || exit $$code
 	@echo

@@ -1,6 +1,6 @@
 """Score every DNS packet of captures (or of a live interface) and raise per-domain alerts.
 
-    python detect.py capture.pcapng --out scores.csv                # the shipped pretrained/clf.pt
+    python detect.py capture.pcapng --out scores.csv          # the shipped pretrained/ae_clf.pt
     python detect.py caps/ --model checkpoints/lstm.pt --out scores.csv --threshold 0.9
     sudo python detect.py --iface eth0 --model checkpoints/clf.pt --out live.csv
 
@@ -54,7 +54,7 @@ from models.nets import INPUTS
 # -----------------------------------------------------------------------------
 # what to score
 CAPTURES: list[str] = []  # captures, folders of captures, or text files listing them
-MODEL = "pretrained/clf.pt"  # shipped (make models); yours: checkpoints/clf.pt, ae_clf.pt, lstm.pt
+MODEL = "pretrained/ae_clf.pt"  # shipped (make models, README: why); yours: checkpoints/*.pt
 THRESHOLD = -1.0  # decision threshold on the score; negative: the checkpoint's own
 # outputs
 OUT = "scores.csv"  # per-packet scores

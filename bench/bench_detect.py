@@ -34,7 +34,7 @@ from exfil.cli import UserError, configure, format_config, run
 CAPTURE = ""  # capture to score (default: bench/out/bench.pcap, generated once)
 PACKETS = 1_000_000  # DNS packets in the generated capture
 SEED = 7  # generator seed
-MODEL = "checkpoints/clf.pt"  # checkpoint detect.py loads (its default)
+MODEL = "checkpoints/clf.pt"  # checkpoint detect.py loads (make demo's clf)
 TSHARK_SLICE = 100_000  # packets of the capture tshark extracts names from (0: skip tshark)
 COMPARE = ""  # a second checkpoint to time on the same capture (e.g. trained --no-context)
 DISTINCT_DOMAINS = 0  # also: peak RSS on 100,000 and this many queries, one domain each

@@ -73,7 +73,7 @@ def test_detect_without_model_from_another_folder_reaches_the_readme(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     for network in NETWORKS:
-        model = [] if network == "clf" else ["--model", ROOT / "pretrained" / f"{network}.pt"]
+        model = [] if network == "ae_clf" else ["--model", ROOT / "pretrained" / f"{network}.pt"]
         done = subprocess.run(
             [sys.executable, ROOT / "detect.py", *captures, *model, "--out", f"{network}.csv",
              "--alerts", f"{network}.json"],
@@ -87,5 +87,5 @@ def test_detect_without_model_from_another_folder_reaches_the_readme(tmp_path):
         report = json.loads((elsewhere / f"{network}.json").read_text())
         alerted = {alert["domain"] for alert in report["alerts"]}
         assert alerted <= truth and busy <= alerted, (network, alerted ^ busy)
-        if network == "clf":
-            assert report["model"] == str(ROOT / "pretrained" / "clf.pt")  # the default
+        if network == "ae_clf":
+            assert report["model"] == str(ROOT / "pretrained" / "ae_clf.pt")  # the default
