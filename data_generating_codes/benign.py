@@ -44,8 +44,14 @@ HARD_SHARES: dict[str, float] = {  # share of lookups per hard class; the rest i
     "benign/dmarc": 0.01, "benign/acme": 0.005, "benign/reverse-ptr": 0.03, "benign/srv": 0.01,
     "benign/dnsbl": 0.01, "benign/chrome-probe": 0.01, "benign/wordy-long": 0.02,
     "benign/ad-internal": 0.015, "benign/dns-sd": 0.01, "benign/telemetry": 0.02,
+    "benign/long-tail": 0.03,
 }  # fmt: skip
 CLASSES = (ORDINARY, *HARD_SHARES)
+LONG_TAIL_TLDS = (  # weighted by repetition: .com first, then cheap new gTLDs and ccTLDs
+    "com", "com", "com", "com", "net", "org", "info", "xyz", "top", "site", "online", "space",
+    "win", "buzz", "fun", "shop", "club", "store", "pl", "de", "ru", "br", "in", "co", "io",
+    "me", "us", "fr", "it", "nl", "es", "com.br", "co.uk", "com.au",
+)  # fmt: skip
 WORDY_MANY = 0.5  # share of wordy-long lookups in the many-label form (0: the one-label form only)
 
 QTYPE_MIX = {"A": 55, "AAAA": 27, "HTTPS": 9, "CNAME": 1, "MX": 2, "TXT": 3, "NS": 3}
@@ -288,6 +294,7 @@ class BenignModel:
             "benign/dnsbl": self._dnsbl, "benign/chrome-probe": self._chrome_probe,
             "benign/wordy-long": self._wordy_long, "benign/ad-internal": self._ad_internal,
             "benign/dns-sd": self._dns_sd, "benign/telemetry": self._telemetry,
+            "benign/long-tail": self._long_tail,
         }  # fmt: skip
         # shares are per lookup, but a page load makes several lookups: weight sessions by size
         shares = {ORDINARY: 1 - sum(shares.values()), **shares}
@@ -476,6 +483,29 @@ class BenignModel:
         rng = self.rng
         name = self.pieces.fill(rng.choice(TELEMETRY_FORMATS))
         return [(name, "A")] + [(name, "AAAA")] * (rng.random() < 0.6)
+
+    def _long_tail(self) -> list[tuple[str, str]]:
+        """A visit to a site outside the popular list: the long tail of registrations that
+        real traffic is full of (joined words, a number or a year, hyphens, short brand
+        codes), one odd-looking label under a TLD cheap registrations favour, looked up as
+        any site is. The popular list alone teaches that such a label means a tunnel."""
+        rng = self.rng
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 4))]
+        kind = rng.random()
+        if kind < 0.55:
+            site = "".join(words)
+        elif kind < 0.8:
+            site = "-".join(words[:3])
+        else:  # a brand or product code: letters and digits
+            site = self.pieces.text(rng.randint(2, 5), string.ascii_lowercase)
+            site += rng.choice(("", "-")) + self.pieces.text(rng.randint(2, 6), string.digits)
+        if kind < 0.8 and rng.random() < 0.35:
+            number = rng.randint(1, 999) if rng.random() < 0.5 else rng.randint(1990, 2030)
+            site += rng.choice(("", "-")) + str(number)
+        site = site[:63]
+        host = f"www.{site}" if rng.random() < 0.5 else site
+        host = f"{host}.{rng.choice(LONG_TAIL_TLDS)}"
+        return [(host, "A"), (host, "AAAA")][: rng.randint(1, 2)]
 
     # --- answers
 

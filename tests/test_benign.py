@@ -1,4 +1,5 @@
-"""benign.py's odd-but-real classes (AD, DNS-SD, telemetry, many-label wordy) and DNS 0x20."""
+"""benign.py's odd-but-real classes (AD, DNS-SD, telemetry, many-label wordy, long-tail sites)
+and DNS 0x20."""
 
 import hashlib
 import random
@@ -10,7 +11,8 @@ from data_generating_codes import benign
 from data_generating_codes.benign_answers import AD_PORTS, SD_PORTS, sd_host
 from exfil.dnsmsg import QTYPE, pack_name, parse_message, qtype_name
 
-NEW = ("benign/ad-internal", "benign/dns-sd", "benign/telemetry")
+SHAPED = ("benign/ad-internal", "benign/dns-sd", "benign/telemetry")  # name shapes below
+NEW = (*SHAPED, "benign/long-tail")
 OLD_SHARES = {cls: share for cls, share in benign.HARD_SHARES.items() if cls not in NEW}
 
 GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
@@ -85,7 +87,7 @@ def _draws(cls: str, sessions: int = 400, seed: int = 7) -> list[tuple[str, str]
 # names
 
 
-@pytest.mark.parametrize("cls", [*NEW, "benign/wordy-long"])
+@pytest.mark.parametrize("cls", [*SHAPED, "benign/wordy-long"])
 def test_names_are_legal_and_have_their_shapes(cls):
     lookups = _draws(cls)
     for name, qtype in lookups:
@@ -143,8 +145,8 @@ def _answer(model: benign.BenignModel, cls: str, name: str, qtype: str):  # noqa
 
 def test_answers_fit_the_class():
     model = benign.BenignModel(random.Random(5))
-    srv_ports, sd_txt, answered = set(), 0, {cls: 0 for cls in NEW}
-    for cls in NEW:
+    srv_ports, sd_txt, answered = set(), 0, {cls: 0 for cls in SHAPED}
+    for cls in SHAPED:
         for name, qtype in _draws(cls, 300, seed=9):
             message = _answer(model, cls, name, qtype)
             rcode, records = message.flags & 0xF, message.answers
@@ -173,6 +175,25 @@ def test_undelegated_tlds_are_nxdomain_from_the_root():
         assert 8 < len(denied) < 40  # NXDOMAIN_SHARE 0.35
         authority = 12 + len(pack_name(name)) + 4
         assert all(r[authority : authority + 3] == b"\x00\x00\x06" for r in denied) == root
+
+
+def test_long_tail_sites_are_outside_the_popular_list_and_look_like_registrations():
+    model = benign.BenignModel(random.Random(9))
+    popular = set(benign.DOMAINS)
+    sites, coded = set(), 0
+    for _ in range(2000):
+        lookups = model._long_tail()
+        assert 1 <= len(lookups) <= 2 and {q for _, q in lookups} <= {"A", "AAAA"}
+        assert len({name for name, _ in lookups}) == 1  # one host, A then maybe AAAA
+        name = lookups[0][0]
+        host = name.removeprefix("www.")
+        site, tld = host.split(".", 1)
+        assert tld in benign.LONG_TAIL_TLDS and host not in popular
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", site) and len(site) <= 63
+        sites.add(host)
+        coded += bool(re.fullmatch(r"[a-z]{2,5}-?\d{2,6}", site))
+    assert len(sites) > 1900  # the long tail: nearly every visit a new site
+    assert 0.1 < coded / 2000 < 0.3  # some brand or product codes among the word-joined names
 
 
 # ---------------------------------------------------------------------------
