@@ -17,7 +17,7 @@ from exfil.featureset import FeatureSettings
 from models import load_checkpoint
 
 NETWORKS = ("clf", "ae_clf", "lstm")
-README_F1 = {"clf": 0.9967, "ae_clf": 0.9974, "lstm": 0.9980}  # the README's table
+README_F1 = {"clf": 0.9975, "ae_clf": 0.9988, "lstm": 0.9981}  # the README's table
 SLACK = 0.003  # the capture is regenerated from its seed: equal bytes, so equal scores
 
 
@@ -58,8 +58,9 @@ def test_detect_without_model_from_another_folder_reaches_the_readme(tmp_path):
               "TEST_FAMILY_STYLES"))  # fmt: skip
     for part, packets, seed, share, styles in parts:
         captures.append(tmp_path / f"test-{part}.pcap")
-        run_script("data_generating_codes/script_datagen.py", "--mode", "offline", "--packets",
-                   make[packets], "--seed", make[seed], "--exfil-share", make[share],
+        run_script("data_generating_codes/script_datagen.py", "--mode", "offline",
+                   *make["BENIGN"].split(), "--packets", make[packets], "--seed", make[seed],
+                   "--exfil-share", make[share],
                    "--styles", *make[styles].split(), "--files", *make["TEST_FILES"].split(),
                    "--out", captures[-1])  # fmt: skip
     run_script("ld.py", *captures, "--out", tmp_path / "labels")
