@@ -269,7 +269,7 @@ def summarise(result: dict, labels: np.ndarray, groups: dict, test: Dataset, whe
     first = result.get("first")
     if first is None:
         first = dm.first_alerts(domain, name, flagged, MIN_NAMES, MIN_SHARE)
-    m["domains"] = dm.domain_summary(domain, labels, first, test.times)
+    m["domains"] = dm.domain_summary(domain, labels, first, test.times, test.files)
     result["metrics"] = m
     return m
 

@@ -101,9 +101,17 @@ def flags_after(domain: np.ndarray, first: np.ndarray) -> np.ndarray:
     return (at >= 0) & (np.arange(len(domain)) >= at)
 
 
-def domain_summary(domain: np.ndarray, labels: np.ndarray, first: np.ndarray,
-                   times: np.ndarray | None) -> dict:  # fmt: skip
-    """The `domains` entry of metrics.json for one model."""
+def domain_summary(
+    domain: np.ndarray,
+    labels: np.ndarray,
+    first: np.ndarray,
+    times: np.ndarray | None,
+    sessions: np.ndarray | None = None,
+) -> dict:
+    """The `domains` entry of metrics.json for one model. With `sessions` (per packet, the
+    exfiltrated file it carries, -1 for none) also tunnel sessions alerted: a session whose
+    names spread over many registered domains (dnscat2 without a domain, DGA) counts once,
+    alerted when any domain its packets used was."""
     tunnel = np.zeros(len(first), bool)
     tunnel[domain[labels == 1]] = True
     present = np.zeros(len(first), bool)
@@ -122,4 +130,14 @@ def domain_summary(domain: np.ndarray, labels: np.ndarray, first: np.ndarray,
         "benign_total": int((~tunnel & present).sum()),
         "median_queries_to_alert": float(np.median(queries)) if queries else None,
         "median_seconds_to_alert": float(np.median(seconds)) if seconds else None,
+        **(_session_counts(domain, labels, alerted, sessions) if sessions is not None else {}),
     }
+
+
+def _session_counts(domain: np.ndarray, labels: np.ndarray, alerted: np.ndarray,
+                    sessions: np.ndarray) -> dict:  # fmt: skip
+    carried = (labels == 1) & (sessions >= 0)
+    ids, index = np.unique(sessions[carried], return_inverse=True)
+    hit = np.zeros(len(ids), bool)
+    np.logical_or.at(hit, index, alerted[domain[carried]])
+    return {"sessions_alerted": int(hit.sum()), "sessions_total": len(ids)}

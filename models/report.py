@@ -32,15 +32,21 @@ def domain_table(metrics: dict, markdown: bool = False) -> str:
     """Per model: tunnel domains alerted, benign domains alerted, how soon (queries, seconds)."""
     header = ["model", "tunnel domains alerted", "benign domains alerted", "queries to alert",
               "seconds to alert"]  # fmt: skip
+    sessions = any("sessions_total" in (m.get("domains") or {}) for m in metrics.values())
+    if sessions:  # one exfiltrated file's names may spread over many domains
+        header.insert(1, "tunnel sessions alerted")
     rows = []
     for name, m in metrics.items():
         d = m.get("domains")
         if not d:
             continue
         soon = [d["median_queries_to_alert"], d["median_seconds_to_alert"]]
-        rows.append([name, f"{d['tunnel_alerted']} / {d['tunnel_total']}",
-                     f"{d['benign_alerted']} / {d['benign_total']}",
-                     *("-" if v is None else f"{v:.4g}" for v in soon)])  # fmt: skip
+        row = [name, f"{d['tunnel_alerted']} / {d['tunnel_total']}",
+               f"{d['benign_alerted']} / {d['benign_total']}",
+               *("-" if v is None else f"{v:.4g}" for v in soon)]  # fmt: skip
+        if sessions:
+            row.insert(1, f"{d.get('sessions_alerted', '-')} / {d.get('sessions_total', '-')}")
+        rows.append(row)
     return _render(header, rows, markdown)
 
 

@@ -31,6 +31,24 @@ def test_alert_rule_fires_at_the_packet_where_names_and_share_first_hold():
     assert after.tolist() == [False] * 7 + [True] * 3 + [False]
 
 
+def test_a_session_over_many_domains_counts_once_alerted_by_any_of_them():
+    """dnscat2 without a domain (`dnscat.<hex>`): each name is its own registered domain, so
+    per domain one session is dozens of one-query tunnels; per session it is one."""
+    rows = [f"dnscat.{i:02x}{'ab' * 8}" for i in range(8)]  # session 0: 8 domains
+    rows += [f"x{i}.evil.net" for i in range(5)] + ["www.good.com"]  # session 1, benign
+    domain, domains, _ = dm.packet_domains(*names(rows))
+    labels = np.array([1] * 13 + [0])
+    sessions = np.array([0] * 8 + [1] * 5 + [-1])
+    first = np.full(len(domains), -1)
+    first[list(domains).index("evil.net")] = 12
+    summary = dm.domain_summary(domain, labels, first, None, sessions)
+    assert (summary["tunnel_alerted"], summary["tunnel_total"]) == (1, 9)
+    assert (summary["sessions_alerted"], summary["sessions_total"]) == (1, 2)
+    first[domain[3]] = 3  # one of the dnscat names' domains alerted: its session is
+    assert dm.domain_summary(domain, labels, first, None, sessions)["sessions_alerted"] == 2
+    assert "sessions_total" not in dm.domain_summary(domain, labels, first, None)
+
+
 def test_rita_and_hourly_rules_count_distinct_names_not_packets():
     rows = [f"n{i}.busy.org" for i in range(120)] + ["same.repeat.io"] * 500
     rows += [f"s{i}.slow.net" for i in range(20)]
