@@ -153,30 +153,26 @@ def with_unigram_session_copies(
     Only where the histogram counts the name (scope "qname"): a histogram of the whole message
     cannot be redrawn from the name alone, so `data`'s rows come back as they are.
     """
-    part = data.subset(index)
-    if copies <= 0 or data.features.get("scope", "qname") != "qname" or part.qname_bytes is None:
-        return part
-    names = with_session_copies(data, index, copies, seed)
-    extra = len(part)  # the copies follow the originals
-    copy_bytes, copy_len = names.qname_bytes[extra:], names.qname_len[extra:]
-    malicious = np.flatnonzero(part.labels == 1)
-    rows = np.tile(part.unigrams[malicious], (copies, 1))
-    batch = SimpleNamespace(qname=copy_bytes, qlen=copy_len, qtype=np.tile(
-        part.qtypes[malicious] if part.qtypes is not None else np.zeros(len(malicious), np.uint16),
-        copies,
-    ))  # fmt: skip
+    if copies <= 0 or data.features.get("scope", "qname") != "qname" or data.qname_bytes is None:
+        return data.subset(index)
+    names = with_session_copies(data, index, copies, seed)  # labels, files: originals + copies
+    originals = data.unigrams[index]
+    rows = np.tile(originals[data.labels[index] == 1], (copies, 1))
+    batch = SimpleNamespace(
+        qname=names.qname_bytes[len(index) :], qlen=names.qname_len[len(index) :]
+    )
     bins = int(data.features.get("dim", 256))
     rows[:, :bins] = unigrams(batch, "qname", data.features.get("transform", "log1p"))
     chosen = list(data.features.get("extras") or [])
-    redrawn = [name for name in chosen if name in NAME_FEATURES]
+    redrawn = [name for name in chosen if name in NAME_FEATURES]  # qtype, ctx_*: the original's
     if redrawn:
         columns = [bins + chosen.index(name) for name in redrawn]
         rows[:, columns] = extras(batch, tuple(redrawn))
     return Dataset(
         data.folder,
-        np.concatenate([part.labels, np.tile(part.labels[malicious], copies)]),
+        names.labels,
         data.features,
         data.info,
         files=names.files,
-        unigrams=np.concatenate([part.unigrams, rows]).astype(np.float32),
+        unigrams=np.concatenate([originals, rows]).astype(np.float32),
     )
