@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import ROOT, run_script
 
 from data_generating_codes.benign import randomise_case
 from exfil.context import CAP, CONTEXT_FEATURES, TABLE_BITS, DomainContext
@@ -232,13 +232,14 @@ def _poll_heavy_capture(benign_names: list[str], domain: str, seed: int = 1) -> 
     return names, np.array(tunnel), np.array(polls)
 
 
-def _flags(pipeline, network: str, names: list[str]) -> np.ndarray:
+def _flags(checkpoint, names: list[str], qtype: np.ndarray | int = 16) -> np.ndarray:  # noqa: ANN001
     from exfil.featureset import unigram_inputs
     from models import load_checkpoint, predict_proba
 
-    model, meta = load_checkpoint(pipeline["checkpoints"][network])
+    model, meta = load_checkpoint(checkpoint)
     recipe = FeatureSettings.from_meta(meta["features"])
-    batch = batch_of(names, qtype=16)
+    batch = batch_of(names)
+    batch.qtype = np.broadcast_to(np.asarray(qtype, np.uint16), (len(names),)).copy()
     arrays = recipe.compute(batch, context=recipe.new_context())
     if meta["network"] == "lstm":
         scores = predict_proba(model, meta, qname_bytes=arrays["qname_bytes"],
@@ -264,22 +265,29 @@ def test_a_domains_history_makes_its_short_polls_suspect(pipeline, benign_names,
     names, tunnel, polls = _poll_heavy_capture(benign_names, "slow-tunnel-example.net")
     fresh = [name.replace("slow-tunnel-example", f"fresh{i}-example") if tunnel[i] else name
              for i, name in enumerate(names)]  # fmt: skip
-    with_history, alone = _flags(pipeline, network, names), _flags(pipeline, network, fresh)
+    checkpoint = pipeline["checkpoints"][network]
+    with_history, alone = _flags(checkpoint, names), _flags(checkpoint, fresh)
     assert alone[polls].mean() <= 0.01
     assert with_history[polls].mean() >= alone[polls].mean() + 0.05
     assert with_history[~tunnel].mean() <= 0.002  # and benign traffic is not dragged along
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 acceptance not met: trained on DET-style data "
-                   "only, make demo's clf flags 37% of the polls (0% under fresh domains), its "
-                   "lstm 98%, short of 0.99 of the tunnel's packets")  # fmt: skip
-def test_a_tunnel_of_mostly_polls_is_flagged_and_alerted(pipeline, benign_names):
-    """Issue 13, first test: >= 0.99 of a tunnel's packets flagged when 80% are short polls."""
+@pytest.mark.parametrize("network", ["ae_clf", "clf", "lstm"])
+def test_a_tunnel_of_mostly_polls_is_flagged_and_alerted(benign_names, network):
+    """Issue 13, first test, on the shipped checkpoints (ae_clf is detect.py's default): >= 0.99
+    of a tunnel's packets flagged when 80% of them are short polls, its domain alerted, and the
+    benign lookups around it (A queries; the tunnel's are TXT) left alone.
+
+    Unlike the pipeline's DET-only nets above, these were trained on dnscat2 / iodine polls
+    too, so they also flag the same poll names under fresh domains: for them this is not context
+    alone (README, issue 13 note)."""
     from exfil.alerts import AlertBook
 
     names, tunnel, _ = _poll_heavy_capture(benign_names, "slow-tunnel-example.net")
-    flagged = _flags(pipeline, "clf", names)
-    batch = batch_of(names, qtype=16)
+    qtype = np.where(tunnel, 16, 1)
+    flagged = _flags(ROOT / "pretrained" / f"{network}.pt", names, qtype)
+    batch = batch_of(names)
+    batch.qtype = qtype.astype(np.uint16)
     batch.time, batch.src = (
         np.arange(len(names), dtype=np.float64),
         np.zeros((len(names), 16), np.uint8),
@@ -287,5 +295,6 @@ def test_a_tunnel_of_mostly_polls_is_flagged_and_alerted(pipeline, benign_names)
     batch.dst = batch.src
     book = AlertBook()
     book.update(batch, flagged.astype(np.float32), flagged)
-    assert "slow-tunnel-example.net" in [a["domain"] for a in book.alerts()]
+    assert [a["domain"] for a in book.alerts()] == ["slow-tunnel-example.net"]
     assert flagged[tunnel].mean() >= 0.99
+    assert flagged[~tunnel].mean() <= 0.002
