@@ -143,7 +143,8 @@ def score_batches(  # noqa: ANN001
         features = meta["features"]
         same = (features.get("scope"), features.get("transform")) == ("qname", "log1p")
         why = inputs["unigrams"] if same and "unigrams" in inputs else unigrams(batch)
-        raised = book.update(batch, scores, malicious, why[:, :256], capture=name)
+        domains = context.row_domains if context is not None else None  # the same look-up
+        raised = book.update(batch, scores, malicious, why[:, :256], capture=name, domains=domains)
         for domain in raised if book.window_seconds is not None else ():
             alert = book.summary(domain)
             print(

@@ -328,25 +328,33 @@ class AlertBook:
             alert.signal_sums += signals[start : start + count].sum(axis=0)
             alert.signal_count += count
 
-    def _count_domains(self, name_bytes: np.ndarray, n: int, sizes: np.ndarray) -> tuple:
-        """Every packet (and its bytes) counted under its registered domain: the names as byte
-        keys, domain -> (packets, bytes) of this batch, and the batch's key -> domain."""
-        domain_of, totals, sums = {}, self.totals, self.bytes
-        width = max(name_bytes.shape[1], 1)  # the root name alone: one zero byte
-        view = name_bytes if name_bytes.shape[1] else np.zeros((n, 1), np.uint8)
-        view = np.ascontiguousarray(view).view(f"S{width}").ravel()
-        keys = view.tolist()
-        unique, inverse, counts = np.unique(view, return_inverse=True, return_counts=True)
-        weights = np.bincount(inverse.ravel(), weights=sizes, minlength=len(unique))
-        here: dict[str, tuple[int, int]] = {}
-        rows = zip(unique.tolist(), counts.tolist(), weights.tolist(), strict=True)
-        for key, count, size in rows:
-            domain = domain_of[key] = registered_domain_of(key)  # case: folded there
+    def _count_domains(self, name_bytes: np.ndarray, sizes: np.ndarray, domains=None) -> tuple:  # noqa: ANN001
+        """Every packet (and its bytes) counted under its registered domain: the batch's
+        distinct domains, each row's index into them, and domain -> (packets, bytes) of this
+        batch. `domains` (distinct domains, row indices), where the caller has them already
+        (the context state's), saves looking them up again."""
+        if domains is None:
+            n = len(sizes)
+            width = max(name_bytes.shape[1], 1)  # the root name alone: one zero byte
+            view = name_bytes if name_bytes.shape[1] else np.zeros((n, 1), np.uint8)
+            view = np.ascontiguousarray(view).view(f"S{width}").ravel()
+            unique, inverse = np.unique(view, return_inverse=True)
+            found = [registered_domain_of(key) for key in unique.tolist()]  # case: folded there
+            distinct = dict.fromkeys(found)
+            index = {domain: i for i, domain in enumerate(distinct)}
+            names = list(distinct)
+            rows = np.array([index[d] for d in found], np.int64)[inverse.ravel()]
+        else:
+            names, rows = domains
+        packets = np.bincount(rows, minlength=len(names)).tolist()
+        octets = np.bincount(rows, weights=sizes, minlength=len(names)).tolist()
+        totals, sums, here = self.totals, self.bytes, {}
+        for domain, count, size in zip(names, packets, octets, strict=True):
             totals[domain] = totals.get(domain, 0) + count
             sums[domain] = sums.get(domain, 0) + int(size)
-            packets, octets = here.get(domain, (0, 0))
-            here[domain] = (packets + count, octets + int(size))
-        return keys, here, domain_of
+            before = here.get(domain, (0, 0))
+            here[domain] = (before[0] + count, before[1] + int(size))
+        return names, rows, here
 
     def _holds(self, names: int, flagged: int, total: int) -> bool:
         """The alert rule on a domain's distinct flagged names, flagged and total packets."""
@@ -358,13 +366,12 @@ class AlertBook:
         total = self.totals.get(alert.domain, alert.flagged)  # an overflowed name set is full:
         return self._holds(len(alert.names), alert.flagged, total)  # MAX_TRACKED > MANY_NAMES
 
-    def _locate(self, domain: str, before: tuple, keys: list, flagged: dict, batch, cache) -> dict:  # noqa: ANN001, E501
-        """The packet of this batch at which `domain` became an alert, and what had passed."""
+    def _locate(self, rows: np.ndarray, before: tuple, flagged: dict, batch) -> dict:  # noqa: ANN001
+        """The packet of this batch at which a domain became an alert, and what had passed;
+        `rows`: the batch's rows under the domain, in order."""
         queries, names, total, size = before
         sizes = _sizes(batch)
-        for i, key in enumerate(keys):
-            if cache[key] != domain:
-                continue
+        for i in rows.tolist():
             total, size = total + 1, size + int(sizes[i])
             if i in flagged:
                 queries += 1
@@ -388,12 +395,14 @@ class AlertBook:
         malicious: np.ndarray,
         unigrams: np.ndarray | None = None,
         capture: str | None = None,
+        domains: tuple[list[str], np.ndarray] | None = None,
     ) -> list[str]:
         """Add one DnsBatch of scored packets; return domains newly alerted.
 
         `unigrams` (optional, qname 1 + ln(count) histograms) let an alert say which bytes its
-        names use more than the benign traffic. Text is made for flagged packets only, which
-        keeps the cost per benign packet to one dictionary hit.
+        names use more than the benign traffic. `domains` (optional): the batch's registered
+        domains as DomainContext.row_domains gives them. Text is made for flagged packets only,
+        which keeps the cost per benign packet to one dictionary hit.
         """
         name_bytes, name_len, times = batch.qname, batch.qlen, batch.time
         flagged = np.flatnonzero(malicious)
@@ -405,7 +414,7 @@ class AlertBook:
         flagged_clients = strings(format_address(client))
         sizes = _sizes(batch)
         self.score_histogram += np.histogram(scores, SCORE_BINS, (0.0, 1.0))[0]
-        keys, here, cache = self._count_domains(name_bytes, len(name_len), sizes)
+        domain_names, row_domain, here = self._count_domains(name_bytes, sizes, domains)
         self.packets += len(name_len)
         self.upper_case += int(_UPPER[name_bytes].any(axis=1).sum()) if name_bytes.size else 0
         totals = self.totals
@@ -415,10 +424,10 @@ class AlertBook:
             if self._benign_sum is not None:
                 benign_sum += self._benign_sum
             self._benign_sum = benign_sum
-            self._benign_count += len(keys) - len(flagged)
+            self._benign_count += len(name_len) - len(flagged)
         picks: dict[str, list[int]] = {}  # domain -> positions in the flagged lists
-        for k, i in enumerate(flagged.tolist()):
-            picks.setdefault(cache[keys[i]], []).append(k)
+        for k, d in enumerate(row_domain[flagged].tolist()):
+            picks.setdefault(domain_names[d], []).append(k)
         rows_of: dict[str, np.ndarray] = {}  # domain -> its flagged rows of this batch
         before: dict[str, tuple] = {}  # not yet alerted: its sums before this batch
         for domain, ks in picks.items():
@@ -449,8 +458,9 @@ class AlertBook:
                 raised.append(domain)
                 if domain in before:
                     names_of = {int(flagged[k]): flagged_names[k] for k in picks[domain]}
-                    alert.first_alert = self._locate(domain, before[domain], keys, names_of,
-                                                    batch, cache)  # fmt: skip
+                    ids = [i for i, d in enumerate(domain_names) if d == domain]
+                    rows = np.flatnonzero(np.isin(row_domain, ids))
+                    alert.first_alert = self._locate(rows, before[domain], names_of, batch)
         if self.window_seconds is not None and len(times):
             self._forget_before(float(np.max(times)) - self.window_seconds)
         if len(self.domains) > MAX_CANDIDATES:

@@ -161,6 +161,9 @@ class DomainContext:
         self.fresh = np.zeros(max_domains, np.float64)  # exponential average of "name is new"
         self.last_seen = np.zeros(max_domains, np.int64)
         self.clock = 0
+        # the last batch's registered domains (distinct, and each row's index into them): the
+        # alert book groups by the same domains, so detect.py hands these on (no second look-up)
+        self.row_domains: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int64))
 
     # ------------------------------------------------------------------ domains and slots
     def _evict(self) -> None:
@@ -227,11 +230,15 @@ class DomainContext:
         """Fold in one batch (capture order); float32 (n, len(CONTEXT_FEATURES)) rows."""
         n = len(batch.qlen)
         if n == 0:
+            self.row_domains = ([], np.zeros(0, np.int64))
             return np.zeros((0, len(CONTEXT_FEATURES)), np.float32)
         if n > self.max_domains // 2:  # a chunk's domains must fit beside the kept ones
             half = n // 2
-            return np.vstack([self.update(_rows(batch, slice(0, half))),
-                              self.update(_rows(batch, slice(half, n)))])  # fmt: skip
+            first = self.update(_rows(batch, slice(0, half)))
+            (names, ids), second = self.row_domains, self.update(_rows(batch, slice(half, n)))
+            more, more_ids = self.row_domains
+            self.row_domains = (names + more, np.concatenate([ids, more_ids + len(names)]))
+            return np.vstack([first, second])
         qlen = np.asarray(batch.qlen, np.int64)
         folded = LOWER[batch.qname]
         width = folded.shape[1]
@@ -242,6 +249,8 @@ class DomainContext:
             inverse, unique_rows = np.zeros(n, np.intp), np.zeros((1, 0), np.uint8)
         unique_slots, domain_len = self._slots(unique_rows)
         slot = unique_slots[inverse]
+        used, at = np.unique(slot, return_inverse=True)
+        self.row_domains = ([self.domain_in[k] for k in used.tolist()], at.ravel())
         self.clock += 1
         self.last_seen[slot] = self.clock
         # a name is new to its domain (in its direction) when its place in the table holds

@@ -24,6 +24,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from exfil.dnsparse import PREFIX_MASK, QNAME_MAX, ragged, rr_ttl_offsets
+from exfil.kernels import STATS, name_stats
 from exfil.pcapformat import window
 
 Scope = Literal["qname", "dns", "udp"]
@@ -292,9 +293,22 @@ _LOG2 = _log2_table(1024)
 def extras(batch, names: tuple[str, ...] = EXTRA_FEATURES) -> np.ndarray:  # noqa: ANN001
     """float32 (n, len(names)) hand-made features of the question name (EXTRA_FEATURES).
 
-    Computed over the names' bytes laid end to end (no (n, width) matrices), so the cost
-    follows the bytes actually present: this runs on every packet detect.py scores.
+    This runs on every packet detect.py scores: one compiled pass per name where numba is
+    there (exfil/kernels.py), else `numpy_extras`; the two agree (tests/test_kernels.py).
     """
+    unknown = set(names) - set(EXTRA_FEATURES)
+    if unknown:
+        raise ValueError(f"unknown extra features {sorted(unknown)}; known: {EXTRA_FEATURES}")
+    stats = name_stats(batch.qname, batch.qlen) if set(names) & set(STATS) else None
+    if stats is None:
+        return numpy_extras(batch, names)
+    columns = [batch.qtype if key == "qtype" else stats[:, STATS.index(key)] for key in names]
+    return np.stack([np.asarray(c, np.float32) for c in columns], 1)
+
+
+def numpy_extras(batch, names: tuple[str, ...] = EXTRA_FEATURES) -> np.ndarray:  # noqa: ANN001
+    """extras in whole-chunk numpy: over the names' bytes laid end to end (no (n, width)
+    matrices), so the cost follows the bytes actually present."""
     n = len(batch.qlen)
     qlen = np.asarray(batch.qlen, dtype=np.int64)
     values, row, _ = scope_bytes(batch, "qname")
