@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from dataclasses import fields as fields_of
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import exfil  # noqa: F401 (first: a python without the requirements says so in one line)
 
@@ -80,6 +81,7 @@ CHUNK = 8192  # capture records decoded at once (bounds memory; fits in cache)
 WORKERS = 0  # processes for several captures (0 = one per core)
 SCHEDULER = ""  # a Dask scheduler (tcp://host:8786): the per-capture work runs on its cluster
 BATCH_SIZE = 65536  # packets per network forward pass
+PRECISION: Literal["fp32", "bf16"] = "fp32"  # bf16: clf/ae_clf forward ~2x faster, same verdicts
 # -----------------------------------------------------------------------------
 
 MIXED_CASE_WARNING = 0.5  # share of names with upper case that prompts the 0x20 warning
@@ -100,6 +102,7 @@ class Job:
     chunk: int
     batch_size: int
     flagged_only: bool = False
+    precision: str = "fp32"
 
 
 def network_inputs(batch, meta: dict, context=None) -> dict:  # noqa: ANN001
@@ -128,7 +131,8 @@ def score_batches(  # noqa: ANN001
         if not len(batch):
             continue
         inputs = network_inputs(batch, meta, context)
-        scores = predict_proba(model, meta, batch_size=job.batch_size, **inputs)
+        scores = predict_proba(model, meta, batch_size=job.batch_size, precision=job.precision,
+                               threshold=job.threshold, **inputs)  # fmt: skip
         malicious = scores >= job.threshold
         flagged += int(malicious.sum())
         rows, row_scores, row_flags = batch, scores, malicious
@@ -319,7 +323,7 @@ def main() -> int:
         stale.unlink(missing_ok=True)
     allowlist = Allowlist.load(ALLOWLIST, DEFAULT_ALLOWLIST)
     job = Job(MODEL, threshold, MIN_NAMES, MIN_SHARE, allowlist, tuple(CAPTURE_PORTS), CHUNK,
-              BATCH_SIZE, FLAGGED_ONLY)  # fmt: skip
+              BATCH_SIZE, FLAGGED_ONLY, PRECISION)  # fmt: skip
     detect = detect_live if IFACE else detect_files
     book, report = detect(job, alerts_path, config)
     alerts = report["alerts"]

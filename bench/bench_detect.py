@@ -5,6 +5,7 @@
     python bench/bench_detect.py --capture big.pcapng --tshark-slice 0
     python bench/bench_detect.py --compare work/clf-no-context.pt   # context on vs off
     python bench/bench_detect.py --distinct-domains 1000000          # memory: 1 domain a packet
+    python bench/bench_detect.py --no-numpy-path                     # skip the numpy-path run
 
 Runs detect.py on one capture with one worker (one process) and prints its packets/s and peak
 RSS, then (optionally) a second checkpoint on the same capture, e.g. one trained with
@@ -38,6 +39,7 @@ MODEL = "checkpoints/clf.pt"  # checkpoint detect.py loads (make demo's clf)
 TSHARK_SLICE = 100_000  # packets of the capture tshark extracts names from (0: skip tshark)
 COMPARE = ""  # a second checkpoint to time on the same capture (e.g. trained --no-context)
 DISTINCT_DOMAINS = 0  # also: peak RSS on 100,000 and this many queries, one domain each
+NUMPY_PATH = True  # also time MODEL with the compiled kernels off (EXFIL_KERNELS=numpy)
 # -----------------------------------------------------------------------------
 
 
@@ -83,15 +85,17 @@ def distinct_domains_capture(count: int) -> Path:
     return path
 
 
-def run_detect(capture: Path, model: str) -> tuple[int, float, float, float]:
-    """detect.py in its own process: (packets, seconds scoring, wall seconds, peak RSS MiB)."""
+def run_detect(capture: Path, model: str, kernels: str = "") -> tuple[int, float, float, float]:
+    """detect.py in its own process: (packets, seconds scoring, wall seconds, peak RSS MiB);
+    `kernels`: EXFIL_KERNELS for it ("numpy": the compiled loops off)."""
     out = ROOT / "bench" / "out" / "bench-scores.csv"
     command = [sys.executable, str(ROOT / "detect.py"), str(capture), "--model", model,
                "--out", str(out), "--workers", "1"]  # fmt: skip
     log = out.with_name("bench-detect.log")
     started = time.perf_counter()
     with open(log, "w") as sink:
-        child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        env = {**os.environ, "EXFIL_KERNELS": kernels} if kernels else None
+        child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     text = log.read_text()
@@ -108,16 +112,21 @@ def main() -> None:
         if not Path(model).is_file():
             raise UserError(f"{model}: no checkpoint; run `make demo` or a training script first")
     rates = []
-    for model in filter(None, (MODEL, COMPARE)):
-        packets, seconds, wall, peak = run_detect(capture, model)
+    runs = [(MODEL, ""), *([(COMPARE, "")] if COMPARE else [])]
+    runs += [(MODEL, "numpy")] if NUMPY_PATH else []
+    for model, kernels in runs:
+        packets, seconds, wall, peak = run_detect(capture, model, kernels)
         rates.append(packets / seconds)
+        path = "numpy path" if kernels else "compiled path"
         print(
-            f"detect.py ({Path(model).name}, 1 process): {packets:,} DNS packets in {seconds:.2f} s"
-            f" = {rates[-1]:,.0f} packets/s ({packets / wall:,.0f} including start-up, "
-            f"{wall:.1f} s), peak RSS {peak:,.0f} MiB"
+            f"detect.py ({Path(model).name}, 1 process, {path}): {packets:,} DNS packets in "
+            f"{seconds:.2f} s = {rates[-1]:,.0f} packets/s ({packets / wall:,.0f} including "
+            f"start-up, {wall:.1f} s), peak RSS {peak:,.0f} MiB"
         )
-    if len(rates) == 2:
+    if COMPARE:
         print(f"{Path(MODEL).name} runs at {rates[0] / rates[1]:.0%} of {Path(COMPARE).name}")
+    if NUMPY_PATH:
+        print(f"compiled kernels: {rates[0] / rates[-1]:.2f}x the numpy path ({Path(MODEL).name})")
     if DISTINCT_DOMAINS:
         for count in sorted({100_000, DISTINCT_DOMAINS}):
             packets, seconds, _, peak = run_detect(distinct_domains_capture(count), MODEL)

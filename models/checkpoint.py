@@ -20,7 +20,12 @@ from torch import nn
 from exfil.cli import UserError
 from exfil.featureset import FeatureSettings
 from exfil.files import atomic_path
-from models.inference import reconstruction_errors, score_qnames, score_unigrams
+from models.inference import (
+    reconstruction_errors,
+    score_qnames,
+    score_unigrams,
+    score_unigrams_bf16,
+)
 from models.nets import INPUTS, NETWORKS, build
 
 FORMAT = "exfil-detect-checkpoint/1"
@@ -168,14 +173,21 @@ def predict_proba(
     qname_len: np.ndarray | None = None,
     batch_size: int = 65536,
     context: np.ndarray | None = None,
+    precision: str = "fp32",
+    threshold: float | None = None,
 ) -> np.ndarray:
     """Probability that each packet is malicious, float32 (N,); flag where >= meta["threshold"].
 
     `context`: the LSTM's side columns (the ctx_ extras it was trained with), if it has any.
+    `precision` "bf16": the dense networks in bfloat16, verdicts at `threshold` (default the
+    checkpoint's) kept those of float32 (models/inference.py); the LSTM stays float32.
     """
     network = meta["network"]
     if INPUTS[network] == "unigrams":
         x = np.ascontiguousarray(_need(unigrams, "unigrams", network), dtype=np.float32)
+        if precision == "bf16":
+            cut = float(meta["threshold"] if threshold is None else threshold)
+            return score_unigrams_bf16(model, x, cut, batch_size)
         return score_unigrams(model, x, batch_size)
     qb = _need(qname_bytes, "qname_bytes", network)
     ql = _need(qname_len, "qname_len", network)

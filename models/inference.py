@@ -6,6 +6,9 @@ packed sequence needs no sorting: this is what makes >= 100k names/s possible on
 
 from __future__ import annotations
 
+import copy
+import weakref
+
 import numpy as np
 import torch
 from torch import nn
@@ -13,6 +16,10 @@ from torch import nn
 # Measured on 2 cores: batches that keep activations in cache beat huge ones on CPU
 CPU_LSTM_BATCH = 512  # ~2.5x faster than 65536 names per batch
 CPU_DENSE_BATCH = 16384  # ~1.5x faster than 65536 rows per batch
+
+
+BF16_GUARD = 1.0  # bf16 scores this close to the threshold, in logits, are scored in float32
+_BF16_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its bf16 copy
 
 
 def malicious_proba(logits: torch.Tensor) -> torch.Tensor:  # (B, 2) -> (B,)
@@ -68,3 +75,27 @@ def score_qnames(  # noqa: ANN001
 def reconstruction_errors(model: nn.Module, unigrams, batch_size: int = 65536) -> np.ndarray:
     """Per-packet MSE of the (frozen) autoencoder inside an AEClassifier: the anomaly score."""
     return score_unigrams(model, unigrams, batch_size, lambda m, x: m.reconstruction_error(x))
+
+
+def score_unigrams_bf16(
+    model: nn.Module, unigrams: np.ndarray, threshold: float, batch_size: int = 65536
+) -> np.ndarray:
+    """score_unigrams with the network in bfloat16 (about twice as fast where the CPU has
+    AVX512-BF16 or AMX, or on a GPU), its verdicts those of float32: every score within
+    BF16_GUARD logits of `threshold` is computed again in float32 (bf16 moved logits by up to
+    0.27 on the demo's test capture, scores by up to 0.06). The other scores differ from the
+    float32 ones by that rounding."""
+    low = _BF16_COPIES.get(model)
+    if low is None:
+        low = _BF16_COPIES[model] = copy.deepcopy(model).to(torch.bfloat16)
+    in_bf16 = lambda m, x: malicious_proba(m(x.to(torch.bfloat16)).float())  # noqa: E731
+    scores = score_unigrams(low, unigrams, batch_size, in_bf16)
+    near = np.flatnonzero(np.abs(_logit(scores) - _logit(np.float64(threshold))) < BF16_GUARD)
+    if len(near):
+        scores[near] = score_unigrams(model, np.ascontiguousarray(unigrams[near]), batch_size)
+    return scores
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)

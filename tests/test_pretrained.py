@@ -90,3 +90,13 @@ def test_detect_without_model_from_another_folder_reaches_the_readme(tmp_path):
         assert alerted <= truth and busy <= alerted, (network, alerted ^ busy)
         if network == "ae_clf":
             assert report["model"] == str(ROOT / "pretrained" / "ae_clf.pt")  # the default
+        if network != "lstm":  # issue 15: bf16 inference flips no verdict on this capture
+            subprocess.run(
+                [sys.executable, ROOT / "detect.py", *captures, *model, "--out", "bf16.csv",
+                 "--alerts", "bf16.json", "--precision", "bf16"],
+                cwd=elsewhere, capture_output=True, text=True,
+            )  # fmt: skip
+            low = pd.read_csv(elsewhere / "bf16.csv")
+            assert np.array_equal(low["malicious"].to_numpy(), flagged), network
+            full = pd.read_csv(elsewhere / f"{network}.csv")["score"].to_numpy()
+            assert 0 < np.abs(low["score"].to_numpy() - full).max() < 0.15  # bf16 it was
