@@ -5,7 +5,7 @@
     python bench/bench_detect.py --capture big.pcapng --tshark-slice 0
     python bench/bench_detect.py --compare work/clf-no-context.pt   # context on vs off
     python bench/bench_detect.py --distinct-domains 1000000          # memory: 1 domain a packet
-    python bench/bench_detect.py --no-numpy-path                     # skip the numpy-path run
+    python bench/bench_detect.py --no-numpy-path --no-bf16          # skip those two runs
 
 Runs detect.py on one capture with one worker (one process) and prints its packets/s and peak
 RSS, then (optionally) a second checkpoint on the same capture, e.g. one trained with
@@ -40,6 +40,7 @@ TSHARK_SLICE = 100_000  # packets of the capture tshark extracts names from (0: 
 COMPARE = ""  # a second checkpoint to time on the same capture (e.g. trained --no-context)
 DISTINCT_DOMAINS = 0  # also: peak RSS on 100,000 and this many queries, one domain each
 NUMPY_PATH = True  # also time MODEL with the compiled kernels off (EXFIL_KERNELS=numpy)
+BF16 = True  # also time MODEL with --precision bf16 (a clf / ae_clf checkpoint)
 # -----------------------------------------------------------------------------
 
 
@@ -85,12 +86,14 @@ def distinct_domains_capture(count: int) -> Path:
     return path
 
 
-def run_detect(capture: Path, model: str, kernels: str = "") -> tuple[int, float, float, float]:
+def run_detect(
+    capture: Path, model: str, kernels: str = "", precision: str = "fp32"
+) -> tuple[int, float, float, float]:
     """detect.py in its own process: (packets, seconds scoring, wall seconds, peak RSS MiB);
     `kernels`: EXFIL_KERNELS for it ("numpy": the compiled loops off)."""
     out = ROOT / "bench" / "out" / "bench-scores.csv"
     command = [sys.executable, str(ROOT / "detect.py"), str(capture), "--model", model,
-               "--out", str(out), "--workers", "1"]  # fmt: skip
+               "--out", str(out), "--workers", "1", "--precision", precision]  # fmt: skip
     log = out.with_name("bench-detect.log")
     started = time.perf_counter()
     with open(log, "w") as sink:
@@ -111,28 +114,33 @@ def main() -> None:
     for model in filter(None, (MODEL, COMPARE)):
         if not Path(model).is_file():
             raise UserError(f"{model}: no checkpoint; run `make demo` or a training script first")
-    rates = []
-    runs = [(MODEL, ""), *([(COMPARE, "")] if COMPARE else [])]
-    runs += [(MODEL, "numpy")] if NUMPY_PATH else []
-    for model, kernels in runs:
-        packets, seconds, wall, peak = run_detect(capture, model, kernels)
-        rates.append(packets / seconds)
-        path = "numpy path" if kernels else "compiled path"
+    rates = {}
+    runs = [("default", MODEL, "", "fp32")]
+    runs += [("compare", COMPARE, "", "fp32")] if COMPARE else []
+    runs += [("numpy", MODEL, "numpy", "fp32")] if NUMPY_PATH else []
+    runs += [("bf16", MODEL, "", "bf16")] if BF16 else []
+    for kind, model, kernels, precision in runs:
+        packets, seconds, wall, peak = run_detect(capture, model, kernels, precision)
+        rates[kind] = packets / seconds
+        path = f"{'numpy' if kernels else 'compiled'} path, {precision}"
         print(
             f"detect.py ({Path(model).name}, 1 process, {path}): {packets:,} DNS packets in "
-            f"{seconds:.2f} s = {rates[-1]:,.0f} packets/s ({packets / wall:,.0f} including "
+            f"{seconds:.2f} s = {rates[kind]:,.0f} packets/s ({packets / wall:,.0f} including "
             f"start-up, {wall:.1f} s), peak RSS {peak:,.0f} MiB"
         )
+    name = Path(MODEL).name
     if COMPARE:
-        print(f"{Path(MODEL).name} runs at {rates[0] / rates[1]:.0%} of {Path(COMPARE).name}")
+        print(f"{name} runs at {rates['default'] / rates['compare']:.0%} of {Path(COMPARE).name}")
     if NUMPY_PATH:
-        print(f"compiled kernels: {rates[0] / rates[-1]:.2f}x the numpy path ({Path(MODEL).name})")
+        print(f"compiled kernels: {rates['default'] / rates['numpy']:.2f}x the numpy path ({name})")
+    if BF16:
+        print(f"bf16: {rates['bf16'] / rates['default']:.2f}x float32 ({name})")
     if DISTINCT_DOMAINS:
         for count in sorted({100_000, DISTINCT_DOMAINS}):
             packets, seconds, _, peak = run_detect(distinct_domains_capture(count), MODEL)
             print(f"{packets:,} queries under as many domains: peak RSS {peak:,.0f} MiB, "
                   f"{packets / seconds:,.0f} packets/s")  # fmt: skip
-    ours = rates[0]
+    ours = rates["default"]
     tshark = shutil.which("tshark")
     if TSHARK_SLICE and tshark:
         piece = ROOT / "bench" / "out" / "tshark-slice.pcap"

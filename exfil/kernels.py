@@ -7,9 +7,10 @@ it, or with EXFIL_KERNELS=numpy in the environment, every caller takes the numpy
 tests hold the two to the same values.
 
 Importing numba and loading the compiled kernel costs about 0.4 s a process (1 s the first time,
-when it compiles into __pycache__), which the loop saves back only after some 100,000 names. So
+when it compiles into __pycache__) and ~90 MiB, which the loop saves back only after some
+500,000 names (about 1 us a packet in detect.py, which computes them three times). So
 a process takes the numpy path until it has seen COMPILE_AFTER names: a short run (most tests,
-a small capture) never pays, a long one switches early (EXFIL_KERNELS=numba: from the start).
+a small capture) never pays, a long one switches once (EXFIL_KERNELS=numba: from the start).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 KERNELS_ENV = "EXFIL_KERNELS"  # "numpy": never the compiled kernels; "numba": from the start
-COMPILE_AFTER = 100_000  # names a process handles in numpy before it loads the compiled loop
+COMPILE_AFTER = 500_000  # names (3 per packet in detect.py) handled in numpy before numba loads
 # the columns name_stats gives, in order (a subset of features.EXTRA_FEATURES)
 STATS = ("name_len", "labels", "longest_label", "digit_ratio", "upper_ratio", "other_ratio",
          "entropy")  # fmt: skip
