@@ -141,10 +141,16 @@ def host_labels(src: np.ndarray, dst: np.ndarray, hosts: list[str]) -> np.ndarra
 def file_rows(record, qname, qlen, files: list[dict]) -> np.ndarray:  # noqa: ANN001
     """int32 index into `files` for rows inside a file's record range and domain, else -1."""
     index = np.full(len(record), -1, dtype=np.int32)
+    if not len(record):
+        return index
+    low, high = int(record.min()), int(record.max())
     for number, entry in enumerate(files):
-        inside = (record >= entry["first_record"]) & (record <= entry["last_record"])
+        if entry["last_record"] < low or entry["first_record"] > high:
+            continue  # another chunk's file: its names are never looked at here
+        rows = np.flatnonzero((record >= entry["first_record"]) & (record <= entry["last_record"])
+                              & (index < 0))  # fmt: skip
         names = entry.get("domains") or ([entry["domain"]] if entry.get("domain") else [])
-        if names:  # a DGA's or a tag-routed tunnel's file lists every name it used
-            inside &= domain_labels(qname, qlen, names).astype(bool)
-        index[inside & (index < 0)] = number
+        if names and len(rows):  # a DGA's or a tag-routed tunnel's file lists every name it used
+            rows = rows[domain_labels(qname[rows], qlen[rows], names).astype(bool)]
+        index[rows] = number
     return index
