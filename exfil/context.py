@@ -226,27 +226,32 @@ class DomainContext:
         return np.sort(order[before != prints])
 
     # ------------------------------------------------------------------ the update
-    def update(self, batch) -> np.ndarray:  # noqa: ANN001 (a DnsBatch or its name columns)
-        """Fold in one batch (capture order); float32 (n, len(CONTEXT_FEATURES)) rows."""
+    def update(self, batch, folded: np.ndarray | None = None) -> np.ndarray:  # noqa: ANN001
+        """Fold in one batch (capture order); float32 (n, len(CONTEXT_FEATURES)) rows.
+
+        `batch` is a DnsBatch or its name columns; `folded`, if the caller has it, is
+        LOWER[batch.qname] (the recipe folds case anyway: no second pass over the names)."""
         n = len(batch.qlen)
         if n == 0:
             self.row_domains = ([], np.zeros(0, np.int64))
             return np.zeros((0, len(CONTEXT_FEATURES)), np.float32)
         if n > self.max_domains // 2:  # a chunk's domains must fit beside the kept ones
             half = n // 2
-            first = self.update(_rows(batch, slice(0, half)))
-            (names, ids), second = self.row_domains, self.update(_rows(batch, slice(half, n)))
+            parts = (slice(0, half), slice(half, n))
+            first = self.update(_rows(batch, parts[0]), None if folded is None else folded[:half])
+            names, ids = self.row_domains
+            second = self.update(_rows(batch, parts[1]), None if folded is None else folded[half:])
             more, more_ids = self.row_domains
             self.row_domains = (names + more, np.concatenate([ids, more_ids + len(names)]))
             return np.vstack([first, second])
         qlen = np.asarray(batch.qlen, np.int64)
-        folded = LOWER[batch.qname]
-        width = folded.shape[1]
-        if width:
-            unique, inverse = np.unique(folded.view(f"S{width}").ravel(), return_inverse=True)
-            unique_rows = unique.view(np.uint8).reshape(len(unique), width)
-        else:
-            inverse, unique_rows = np.zeros(n, np.intp), np.zeros((1, 0), np.uint8)
+        folded = LOWER[batch.qname] if folded is None else folded
+        # distinct names by their 64-bit hash (a sort of integers, not of byte strings; two
+        # names of one chunk would share a hash about once in 10^11 chunks)
+        hashes = name_hashes(folded, qlen)
+        _, first_row, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        unique_rows, unique_len = folded[first_row], qlen[first_row]
         unique_slots, domain_len = self._slots(unique_rows)
         slot = unique_slots[inverse]
         used, at = np.unique(slot, return_inverse=True)
@@ -255,11 +260,8 @@ class DomainContext:
         self.last_seen[slot] = self.clock
         # a name is new to its domain (in its direction) when its place in the table holds
         # another fingerprint
-        unique_len = np.zeros(len(unique_rows), np.int64)
-        unique_len[inverse] = qlen
         response = np.asarray(getattr(batch, "response", np.zeros(n, bool)), bool)
-        fingerprint = _fingerprints(name_hashes(unique_rows, unique_len)[inverse],
-                                    self.domain_id[slot], response)  # fmt: skip
+        fingerprint = _fingerprints(hashes, self.domain_id[slot], response)
         fresh = self._remember(fingerprint)
         entropy = extras(SimpleNamespace(qname=unique_rows, qlen=unique_len), ("entropy",))
         values = self._per_packet(batch, n, qlen, domain_len[inverse], entropy[inverse, 0])

@@ -104,7 +104,8 @@ class FeatureSettings:
         if wanted:
             if context is None:
                 raise ValueError("ctx_ extras need the capture's DomainContext (new_context())")
-            rows = context.update(batch)  # the raw batch: the state folds case itself
+            folded = names.qname if self.fold_case else None  # the state folds case itself
+            rows = context.update(batch, folded)
             columns.update((f, rows[:, CONTEXT_FEATURES.index(f)]) for f in wanted)
         n = len(batch.qlen)
         if not self.extras:
