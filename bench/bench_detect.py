@@ -5,7 +5,7 @@
     python bench/bench_detect.py --capture big.pcapng --tshark-slice 0
     python bench/bench_detect.py --compare work/clf-no-context.pt   # context on vs off
     python bench/bench_detect.py --distinct-domains 1000000          # memory: 1 domain a packet
-    python bench/bench_detect.py --no-numpy-path --no-bf16          # skip those two runs
+    python bench/bench_detect.py --no-compiled --no-bf16            # skip those two runs
 
 Runs detect.py on one capture with one worker (one process) and prints its packets/s and peak
 RSS, then (optionally) a second checkpoint on the same capture, e.g. one trained with
@@ -39,7 +39,7 @@ MODEL = "checkpoints/clf.pt"  # checkpoint detect.py loads (make demo's clf)
 TSHARK_SLICE = 100_000  # packets of the capture tshark extracts names from (0: skip tshark)
 COMPARE = ""  # a second checkpoint to time on the same capture (e.g. trained --no-context)
 DISTINCT_DOMAINS = 0  # also: peak RSS on 100,000 and this many queries, one domain each
-NUMPY_PATH = True  # also time MODEL with the compiled kernels off (EXFIL_KERNELS=numpy)
+COMPILED = True  # also time MODEL with the compiled kernels on (EXFIL_KERNELS=numba)
 BF16 = True  # also time MODEL with --precision bf16 (a clf / ae_clf checkpoint)
 # -----------------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ def run_detect(
     capture: Path, model: str, kernels: str = "", precision: str = "fp32"
 ) -> tuple[int, float, float, float]:
     """detect.py in its own process: (packets, seconds scoring, wall seconds, peak RSS MiB);
-    `kernels`: EXFIL_KERNELS for it ("numpy": the compiled loops off)."""
+    `kernels`: EXFIL_KERNELS for it ("numba": the compiled loops on)."""
     out = ROOT / "bench" / "out" / "bench-scores.csv"
     command = [sys.executable, str(ROOT / "detect.py"), str(capture), "--model", model,
                "--out", str(out), "--workers", "1", "--precision", precision]  # fmt: skip
@@ -117,12 +117,12 @@ def main() -> None:
     rates = {}
     runs = [("default", MODEL, "", "fp32")]
     runs += [("compare", COMPARE, "", "fp32")] if COMPARE else []
-    runs += [("numpy", MODEL, "numpy", "fp32")] if NUMPY_PATH else []
+    runs += [("numba", MODEL, "numba", "fp32")] if COMPILED else []
     runs += [("bf16", MODEL, "", "bf16")] if BF16 else []
     for kind, model, kernels, precision in runs:
         packets, seconds, wall, peak = run_detect(capture, model, kernels, precision)
         rates[kind] = packets / seconds
-        path = f"{'numpy' if kernels else 'compiled'} path, {precision}"
+        path = f"{'compiled' if kernels else 'numpy'} path, {precision}"
         print(
             f"detect.py ({Path(model).name}, 1 process, {path}): {packets:,} DNS packets in "
             f"{seconds:.2f} s = {rates[kind]:,.0f} packets/s ({packets / wall:,.0f} including "
@@ -131,8 +131,8 @@ def main() -> None:
     name = Path(MODEL).name
     if COMPARE:
         print(f"{name} runs at {rates['default'] / rates['compare']:.0%} of {Path(COMPARE).name}")
-    if NUMPY_PATH:
-        print(f"compiled kernels: {rates['default'] / rates['numpy']:.2f}x the numpy path ({name})")
+    if COMPILED:
+        print(f"compiled kernels: {rates['numba'] / rates['default']:.2f}x the numpy path ({name})")
     if BF16:
         print(f"bf16: {rates['bf16'] / rates['default']:.2f}x float32 ({name})")
     if DISTINCT_DOMAINS:

@@ -293,8 +293,8 @@ _LOG2 = _log2_table(1024)
 def extras(batch, names: tuple[str, ...] = EXTRA_FEATURES) -> np.ndarray:  # noqa: ANN001
     """float32 (n, len(names)) hand-made features of the question name (EXTRA_FEATURES).
 
-    This runs on every packet detect.py scores: one compiled pass per name where numba is
-    there (exfil/kernels.py), else `numpy_extras`; the two agree (tests/test_kernels.py).
+    This runs on every packet detect.py scores: `numpy_extras`, or one compiled pass per name
+    with EXFIL_KERNELS=numba (exfil/kernels.py); the two agree (tests/test_kernels.py).
     """
     unknown = set(names) - set(EXTRA_FEATURES)
     if unknown:

@@ -2,15 +2,12 @@
 
 A name's length, labels, longest label, character shares and entropy are a loop over its bytes;
 numpy does them as a dozen whole-chunk passes over the names laid end to end, numba as one pass
-per name, several times faster (bench/bench_detect.py prints both). numba is optional: without
-it, or with EXFIL_KERNELS=numpy in the environment, every caller takes the numpy path, and the
-tests hold the two to the same values.
-
-Importing numba and loading the compiled kernel costs about 0.4 s a process (1 s the first time,
-when it compiles into __pycache__) and ~90 MiB, which the loop saves back only after some
-500,000 names (about 1 us a packet in detect.py, which computes them three times). So
-a process takes the numpy path until it has seen COMPILE_AFTER names: a short run (most tests,
-a small capture) never pays, a long one switches once (EXFIL_KERNELS=numba: from the start).
+per name: 0.05 s per 300,000 names against 0.34 s. Opt-in, with EXFIL_KERNELS=numba in the
+environment: loading numba costs about 0.5 s and 90 MiB of RSS a process, which on a
+1M-packet detect.py run ate most of what the loop saves (1.00-1.08x end to end, 12-16% in
+process at steady state) and would break detect.py's flat memory (peak RSS 100,000 -> 2,000,000
+packets: +19% in numpy, +41% with numba). Without numba, or without the variable, every caller
+takes the numpy path; the tests hold the two to the same values and verdicts.
 """
 
 from __future__ import annotations
@@ -20,19 +17,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-KERNELS_ENV = "EXFIL_KERNELS"  # "numpy": never the compiled kernels; "numba": from the start
-COMPILE_AFTER = 500_000  # names (3 per packet in detect.py) handled in numpy before numba loads
+KERNELS_ENV = "EXFIL_KERNELS"  # "numba": the compiled kernels; anything else: numpy
 # the columns name_stats gives, in order (a subset of features.EXTRA_FEATURES)
 STATS = ("name_len", "labels", "longest_label", "digit_ratio", "upper_ratio", "other_ratio",
          "entropy")  # fmt: skip
 
 _compiled: dict[str, Callable] = {}
-_names_seen = [0]
 
 
 def _build() -> Callable | None:
     """The compiled name_stats loop, or None where numba is missing or turned off."""
-    if os.environ.get(KERNELS_ENV, "").lower() == "numpy":
+    if os.environ.get(KERNELS_ENV, "").lower() != "numba":
         return None
     if "name_stats" in _compiled:
         return _compiled["name_stats"]
@@ -90,11 +85,7 @@ def compiled() -> bool:
 
 def name_stats(qname: np.ndarray, qlen: np.ndarray) -> np.ndarray | None:
     """float64 (n, len(STATS)) of zero-padded name rows, or None where the compiled kernel is
-    not (yet) in use: the caller then takes its numpy path."""
-    _names_seen[0] += len(qlen)
-    eager = os.environ.get(KERNELS_ENV, "").lower() == "numba"
-    if not eager and _names_seen[0] <= COMPILE_AFTER and "name_stats" not in _compiled:
-        return None
+    not in use: the caller then takes its numpy path."""
     kernel = _build()
     if kernel is None:
         return None

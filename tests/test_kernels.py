@@ -44,16 +44,13 @@ def test_compiled_name_features_equal_numpy_on_hostile_names(monkeypatch) -> Non
     np.testing.assert_array_equal(extras(batch, picked), compiled[:, columns])
 
 
-def test_numpy_path_is_taken_when_turned_off_or_for_short_runs(monkeypatch) -> None:
+def test_numpy_path_unless_the_compiled_one_is_asked_for(monkeypatch) -> None:
     names, lengths = hostile_names(np.random.default_rng(4), 50)
-    monkeypatch.setenv(kernels.KERNELS_ENV, "numpy")
-    assert kernels.name_stats(names, lengths) is None and not kernels.compiled()
-    monkeypatch.setenv(kernels.KERNELS_ENV, "")
-    monkeypatch.setattr(kernels, "_compiled", {})
-    monkeypatch.setattr(kernels, "_names_seen", [0])
-    assert kernels.name_stats(names, lengths) is None  # 50 names: not worth loading numba
-    monkeypatch.setattr(kernels, "_names_seen", [kernels.COMPILE_AFTER])
-    assert kernels.name_stats(names, lengths) is not None
+    for setting in ("", "numpy", "yes"):
+        monkeypatch.setenv(kernels.KERNELS_ENV, setting)
+        assert kernels.name_stats(names, lengths) is None and not kernels.compiled()
+    monkeypatch.setenv(kernels.KERNELS_ENV, "numba")
+    assert kernels.name_stats(names, lengths).shape == (50, len(kernels.STATS))
 
 
 @pytest.mark.slow
