@@ -127,6 +127,10 @@ def test_a_chunk_with_more_domains_than_the_cap_still_counts_each_one() -> None:
     small, big = DomainContext(max_domains=16), DomainContext()
     assert np.array_equal(small.update(batch_of(names))[:8], big.update(batch_of(names))[:8])
     assert len(small.slot_of) <= 16
+    # the registered domains it hands to the alert book, split chunk or not: each row's own
+    for state in (small, big):
+        domains, rows = state.row_domains
+        assert [domains[k] for k in rows] == [f"e{i % 40}-example.com" for i in range(400)]
 
 
 def test_recipe_refuses_context_columns_without_a_state() -> None:
