@@ -246,12 +246,15 @@ class DomainContext:
             return np.vstack([first, second])
         qlen = np.asarray(batch.qlen, np.int64)
         folded = LOWER[batch.qname] if folded is None else folded
-        # distinct names by their 64-bit hash (a sort of integers, not of byte strings; two
-        # names of one chunk would share a hash about once in 10^11 chunks)
-        hashes = name_hashes(folded, qlen)
-        _, first_row, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        width = folded.shape[1]
+        if width:
+            unique, inverse = np.unique(folded.view(f"S{width}").ravel(), return_inverse=True)
+            unique_rows = unique.view(np.uint8).reshape(len(unique), width)
+        else:
+            inverse, unique_rows = np.zeros(n, np.intp), np.zeros((1, 0), np.uint8)
         inverse = inverse.ravel()
-        unique_rows, unique_len = folded[first_row], qlen[first_row]
+        unique_len = np.zeros(len(unique_rows), np.int64)
+        unique_len[inverse] = qlen
         unique_slots, domain_len = self._slots(unique_rows)
         slot = unique_slots[inverse]
         used, at = np.unique(slot, return_inverse=True)
@@ -261,7 +264,8 @@ class DomainContext:
         # a name is new to its domain (in its direction) when its place in the table holds
         # another fingerprint
         response = np.asarray(getattr(batch, "response", np.zeros(n, bool)), bool)
-        fingerprint = _fingerprints(hashes, self.domain_id[slot], response)
+        fingerprint = _fingerprints(name_hashes(unique_rows, unique_len)[inverse],
+                                    self.domain_id[slot], response)  # fmt: skip
         fresh = self._remember(fingerprint)
         entropy = extras(SimpleNamespace(qname=unique_rows, qlen=unique_len), ("entropy",))
         values = self._per_packet(batch, n, qlen, domain_len[inverse], entropy[inverse, 0])

@@ -7,6 +7,7 @@ packed sequence needs no sorting: this is what makes >= 100k names/s possible on
 from __future__ import annotations
 
 import copy
+import math
 import weakref
 
 import numpy as np
@@ -19,7 +20,7 @@ CPU_DENSE_BATCH = 16384  # ~1.5x faster than 65536 rows per batch
 
 
 BF16_GUARD = 1.0  # bf16 scores this close to the threshold, in logits, are scored in float32
-_BF16_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its bf16 copy
+_BF16_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (state, copy)
 
 
 def malicious_proba(logits: torch.Tensor) -> torch.Tensor:  # (B, 2) -> (B,)
@@ -81,21 +82,34 @@ def score_unigrams_bf16(
     model: nn.Module, unigrams: np.ndarray, threshold: float, batch_size: int = 65536
 ) -> np.ndarray:
     """score_unigrams with the network in bfloat16 (about twice as fast where the CPU has
-    AVX512-BF16 or AMX, or on a GPU), its verdicts those of float32: every score within
-    BF16_GUARD logits of `threshold` is computed again in float32 (bf16 moved logits by up to
-    0.27 on the demo's test capture, scores by up to 0.06). The other scores differ from the
-    float32 ones by that rounding."""
-    low = _BF16_COPIES.get(model)
-    if low is None:
-        low = _BF16_COPIES[model] = copy.deepcopy(model).to(torch.bfloat16)
-    in_bf16 = lambda m, x: malicious_proba(m(x.to(torch.bfloat16)).float())  # noqa: E731
-    scores = score_unigrams(low, unigrams, batch_size, in_bf16)
-    near = np.flatnonzero(np.abs(_logit(scores) - _logit(np.float64(threshold))) < BF16_GUARD)
+    AVX512-BF16 or AMX, or on a GPU), its verdicts those of float32: every packet whose bf16
+    logit is within BF16_GUARD of the threshold's is scored again in float32 (bf16 moved logits
+    by up to 0.27 on the demo's test capture, scores by up to 0.06). The guard is applied to
+    logits, before float32's sigmoid saturates; a threshold within 1e-6 of 0 or 1 (where it
+    would be the saturation that decides) is float32 throughout. The other scores differ from
+    the float32 ones by that rounding."""
+    if not 1e-6 < threshold < 1 - 1e-6:
+        return score_unigrams(model, unigrams, batch_size)
+    low = _bf16_copy(model)
+    logits = score_unigrams(low, unigrams, batch_size, _bf16_logit)
+    cut = math.log(threshold) - math.log1p(-threshold)
+    scores = torch.sigmoid(torch.from_numpy(logits)).numpy()
+    near = np.flatnonzero(np.abs(logits.astype(np.float64) - cut) < BF16_GUARD)
     if len(near):
         scores[near] = score_unigrams(model, np.ascontiguousarray(unigrams[near]), batch_size)
     return scores
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
-    return np.log(p) - np.log1p(-p)
+def _bf16_logit(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """logit(malicious) = the logit difference, from a bf16 network, in float32."""
+    logits = model(x.to(torch.bfloat16)).float()
+    return logits[:, 1] - logits[:, 0]
+
+
+def _bf16_copy(model: nn.Module) -> nn.Module:
+    """The model's bf16 twin, made again whenever a weight or the device changed since."""
+    state = tuple((p.device, p.data_ptr(), p._version) for p in model.parameters())
+    cached = _BF16_COPIES.get(model)
+    if cached is None or cached[0] != state:
+        cached = _BF16_COPIES[model] = (state, copy.deepcopy(model).to(torch.bfloat16))
+    return cached[1]

@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items) -> None:  # noqa: ANN001
     for item in items:
         if "pipeline" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("pipeline"))
-        elif item.path.name in SNIFFING:
+        elif item.path.name in SNIFFING or item.get_closest_marker("loopback"):
             item.add_marker(pytest.mark.xdist_group("loopback"))
 
 
@@ -59,7 +59,7 @@ def exclusive(path: pathlib.Path):  # noqa: ANN201
 @pytest.fixture(autouse=True)
 def _one_sniffer_at_a_time(request, tmp_path_factory):  # noqa: ANN001, ANN202
     """Tests that record loopback never overlap across workers (each would see the other's)."""
-    if request.node.path.name not in SNIFFING:
+    if request.node.path.name not in SNIFFING and not request.node.get_closest_marker("loopback"):
         yield
         return
     with exclusive(shared_dir(tmp_path_factory) / "loopback.lock"):

@@ -175,6 +175,7 @@ def free_udp_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (AF_PACKET on lo)")
+@pytest.mark.loopback
 def test_live_mode_alerts_while_det_transfer_runs(pipeline, tmp_path):
     port = free_udp_port()
     domain = "quiet-harbor-sync.net"
