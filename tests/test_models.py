@@ -246,3 +246,26 @@ def test_missing_extras_are_a_user_error_that_says_how_to_fix(folder):
     assert with_extras(data, []).unigrams.shape[1] == 256
     with pytest.raises(UserError, match="--extras qtype"):
         with_extras(data, ["qtype"])
+
+
+def test_bf16_scoring_keeps_the_float32_verdicts_at_any_threshold():
+    """--precision bf16: rounding moves scores, never a verdict, even at thresholds where the
+    float32 sigmoid saturates (1 - 2^-24, 1.0) or at 0; and a changed weight is seen. A linear
+    net with widely spread logits reaches both saturated ends."""
+    from models.inference import score_unigrams, score_unigrams_bf16
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(258, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(10.0)  # logits (their difference) with a spread of about 25
+    x = np.random.default_rng(1).normal(size=(4000, 258)).astype(np.float32) * 3
+    full = score_unigrams(model, x)
+    assert (full == 1.0).any() and (full < 1e-9).any() and ((full > 0.1) & (full < 0.9)).any()
+    for threshold in (0.0, 1e-9, 0.01, float(np.median(full)), 0.5, 1 - 2**-24, 1.0):
+        low = score_unigrams_bf16(model, x, threshold)
+        assert np.array_equal(low >= threshold, full >= threshold), threshold
+    assert np.abs(score_unigrams_bf16(model, x, 0.5) - full).max() > 0  # bf16 it was
+    with torch.no_grad():
+        model[0].weight.mul_(-1.0)
+    changed = score_unigrams(model, x)
+    assert np.array_equal(score_unigrams_bf16(model, x, 0.5) >= 0.5, changed >= 0.5)
