@@ -33,6 +33,7 @@ AUGMENT = 6  # copies of each training exfiltration packet with session id + dom
 # model
 HIDDEN = 128  # first encoder layer width, sigmoid (the original: 128)
 CODE = 64  # bottleneck width (the original: 64)
+INPUT_DROPOUT = 0.5  # training: each input column zeroed with this probability (README: why)
 # stage 1: autoencoder
 AE_EPOCHS = 20  # autoencoder passes (the original: 20; early stopping may end sooner)
 AE_LR = 1e-3  # autoencoder Adam learning rate (the original: 1e-3)

@@ -71,7 +71,10 @@ def train_clf(cfg: ClfRun, dist: Dist) -> dict:
     torch.manual_seed(cfg.seed)  # the initial weights: models are built after this
     data, train, val = load_split(cfg, "clf", dist, cfg.extras)
     args = MLPConfig(
-        dim=data.unigrams.shape[1], hidden=tuple(cfg.hidden), extras=len(data.features["extras"])
+        dim=data.unigrams.shape[1],
+        hidden=tuple(cfg.hidden),
+        extras=len(data.features["extras"]),
+        input_dropout=cfg.input_dropout,
     )
     model = MLPClassifier(args)
     fit_scaling(model, torch.from_numpy(data.unigrams[train]))  # extras' statistics
@@ -116,7 +119,8 @@ def train_ae_clf(cfg: AEClfRun, dist: Dist) -> dict:
     torch.manual_seed(cfg.seed)
     data, train, val = load_split(cfg, "ae_clf", dist, cfg.extras)
     dim = data.unigrams.shape[1]
-    args = AEConfig(dim=dim, hidden=cfg.hidden, code=cfg.code, extras=len(data.features["extras"]))
+    args = AEConfig(dim=dim, hidden=cfg.hidden, code=cfg.code, extras=len(data.features["extras"]),
+                    input_dropout=cfg.input_dropout)  # fmt: skip
     model = AEClassifier(args)
     fit_scaling(model, torch.from_numpy(data.unigrams[train]))  # extras' statistics
     ae_history, threshold, anomaly = _fit_autoencoder(model, data, train, val, cfg, dist)

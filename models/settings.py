@@ -61,6 +61,9 @@ class RunConfig(SplitConfig):
     def __post_init__(self) -> None:
         if self.augment < 0:
             raise UserError(f"--augment {self.augment}: the number of copies cannot be negative")
+        dropout = getattr(self, "input_dropout", 0.0)
+        if not 0.0 <= dropout < 1.0:
+            raise UserError(f"--input-dropout {dropout}: a probability from 0 up to (not) 1")
 
     def train_config(self, **changes) -> TrainConfig:
         """The training loop's settings, early stopping on validation PR-AUC unless changed."""
@@ -81,6 +84,7 @@ class RunConfig(SplitConfig):
 class ClfRun(RunConfig):
     extras: list[str]  # name features appended to the unigrams
     hidden: list[int]  # hidden layer widths
+    input_dropout: float = 0.0  # training: share of input columns zeroed (checkpoints before: 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +96,7 @@ class AEClfRun(RunConfig):
     ae_lr: float
     ae_benign_only: bool  # autoencoder on benign packets only (anomaly mode)
     anomaly_quantile: float  # anomaly threshold = this quantile of benign validation error
+    input_dropout: float = 0.0  # training: share of the classifier's input columns zeroed
 
 
 @dataclass(frozen=True, kw_only=True)
