@@ -17,7 +17,7 @@ from exfil.featureset import FeatureSettings
 from models import load_checkpoint
 
 NETWORKS = ("clf", "ae_clf", "lstm")
-README_F1 = {"clf": 0.9975, "ae_clf": 0.9988, "lstm": 0.9981}  # the README's table
+README_F1 = {"clf": 0.9990, "ae_clf": 0.9992, "lstm": 0.9981}  # the README's table
 SLACK = 0.003  # the capture is regenerated from its seed: equal bytes, so equal scores
 
 
